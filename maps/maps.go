@@ -1,0 +1,154 @@
+// Package maps defines traffic_meter's four BPF maps — the rule tries and the
+// per-CPU stats tables of each address family — their key and value types,
+// and the pinned set that every loaded interface shares.
+//
+// The layouts are the contract between the XDP program (package prog) and
+// user space: a rule key is {u32 prefixlen; u8 addr[N]} in both the LPM trie
+// and the stats hash, a trie value is the rule's u32 prefix length, and a
+// stats value is {in, out} x {packets, bytes} as u64, one copy per CPU.
+package maps
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Map names, as pinned in the pin directory and as seen by bpftool.
+const (
+	RulesV4Name = "rules_v4"
+	RulesV6Name = "rules_v6"
+	StatsV4Name = "stats_v4"
+	StatsV6Name = "stats_v6"
+)
+
+// DefaultMaxRules is the default capacity of each family's rule trie and
+// stats table. The maps are not preallocated, so capacity costs no kernel
+// memory until rules are added.
+const DefaultMaxRules = 1_000_000
+
+// Key4 is an IPv4 rule key: the rules_v4 trie key and the stats_v4 hash key.
+type Key4 struct {
+	Prefixlen uint32
+	Addr      [4]byte
+}
+
+// Key6 is an IPv6 rule key: the rules_v6 trie key and the stats_v6 hash key.
+type Key6 struct {
+	Prefixlen uint32
+	Addr      [16]byte
+}
+
+// Counter is a packet and byte count.
+type Counter struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// Add returns the sum of two counters.
+func (c Counter) Add(o Counter) Counter {
+	return Counter{Packets: c.Packets + o.Packets, Bytes: c.Bytes + o.Bytes}
+}
+
+// Stats is one CPU's stats value of a rule: In counts packets whose
+// destination matched the rule, Out packets whose source matched it.
+type Stats struct {
+	In  Counter
+	Out Counter
+}
+
+// Offsets of the counters inside a Stats value, for the XDP program.
+const (
+	InPacketsOff  = 0
+	InBytesOff    = 8
+	OutPacketsOff = 16
+	OutBytesOff   = 24
+)
+
+// Total is the rule's traffic in both directions.
+func (s Stats) Total() Counter { return s.In.Add(s.Out) }
+
+// Add returns the sum of two stats values.
+func (s Stats) Add(o Stats) Stats {
+	return Stats{In: s.In.Add(o.In), Out: s.Out.Add(o.Out)}
+}
+
+// SumCPUs adds up the per-CPU values of one stats entry.
+func SumCPUs(perCPU []Stats) Stats {
+	var sum Stats
+	for _, s := range perCPU {
+		sum = sum.Add(s)
+	}
+	return sum
+}
+
+// Sizes of the keys and values in bytes.
+const (
+	key4Size  = 8
+	key6Size  = 20
+	ruleSize  = 4
+	statsSize = 32
+)
+
+// Spec returns the specs of the four maps, each holding up to maxRules
+// entries. The tries must not be preallocated (the kernel insists), and
+// the stats tables are not either, so an empty set costs almost nothing.
+func Spec(maxRules uint32) map[string]*ebpf.MapSpec {
+	rules := func(name string, keySize uint32) *ebpf.MapSpec {
+		return &ebpf.MapSpec{Name: name, Type: ebpf.LPMTrie, KeySize: keySize,
+			ValueSize: ruleSize, MaxEntries: maxRules, Flags: unix.BPF_F_NO_PREALLOC}
+	}
+	stats := func(name string, keySize uint32) *ebpf.MapSpec {
+		return &ebpf.MapSpec{Name: name, Type: ebpf.PerCPUHash, KeySize: keySize,
+			ValueSize: statsSize, MaxEntries: maxRules, Flags: unix.BPF_F_NO_PREALLOC}
+	}
+	return map[string]*ebpf.MapSpec{
+		RulesV4Name: rules(RulesV4Name, key4Size),
+		RulesV6Name: rules(RulesV6Name, key6Size),
+		StatsV4Name: stats(StatsV4Name, key4Size),
+		StatsV6Name: stats(StatsV6Name, key6Size),
+	}
+}
+
+// Names lists the map names in a fixed order: IPv4 before IPv6, rules
+// before stats.
+var Names = []string{RulesV4Name, StatsV4Name, RulesV6Name, StatsV6Name}
+
+// checkLayout reports how a map differs from its spec in type, key size,
+// value size or flags. The capacity may differ: it is chosen when the maps
+// are first created.
+func checkLayout(m *ebpf.Map, spec *ebpf.MapSpec) error {
+	switch {
+	case m.Type() != spec.Type:
+		return fmt.Errorf("type %s, want %s", m.Type(), spec.Type)
+	case m.KeySize() != spec.KeySize:
+		return fmt.Errorf("key size %d, want %d", m.KeySize(), spec.KeySize)
+	case m.ValueSize() != spec.ValueSize:
+		return fmt.Errorf("value size %d, want %d", m.ValueSize(), spec.ValueSize)
+	case m.Flags() != spec.Flags:
+		return fmt.Errorf("flags %#x, want %#x", m.Flags(), spec.Flags)
+	}
+	return nil
+}
+
+// Rule is one rule: an IPv4 or IPv6 network in canonical form (host bits
+// zero). A single address is a /32 or /128 rule.
+type Rule = netip.Prefix
+
+// Key4Of returns the key of an IPv4 rule.
+func Key4Of(r Rule) Key4 {
+	return Key4{Prefixlen: uint32(r.Bits()), Addr: r.Addr().As4()}
+}
+
+// Key6Of returns the key of an IPv6 rule.
+func Key6Of(r Rule) Key6 {
+	return Key6{Prefixlen: uint32(r.Bits()), Addr: r.Addr().As16()}
+}
+
+// Rule returns the rule a key stands for.
+func (k Key4) Rule() Rule { return netip.PrefixFrom(netip.AddrFrom4(k.Addr), int(k.Prefixlen)) }
+
+// Rule returns the rule a key stands for.
+func (k Key6) Rule() Rule { return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen)) }

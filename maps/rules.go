@@ -1,0 +1,197 @@
+package maps
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// ErrUnknownRule says that a rule is not in the rule trie.
+var ErrUnknownRule = errors.New("no such rule")
+
+// ErrFull says that a family's maps hold as many rules as they can.
+var ErrFull = errors.New("the rule maps are full")
+
+// RuleStats is a rule with its stats summed over CPUs.
+type RuleStats struct {
+	Rule  Rule
+	Stats Stats
+}
+
+// key is a rule key of either family.
+type key interface {
+	Key4 | Key6
+	Rule() Rule
+}
+
+// family is the pair of maps of one address family.
+type family[K key] struct {
+	rules, stats *ebpf.Map
+	keyOf        func(Rule) K
+}
+
+func (s *Set) v4() family[Key4] { return family[Key4]{s.RulesV4, s.StatsV4, Key4Of} }
+func (s *Set) v6() family[Key6] { return family[Key6]{s.RulesV6, s.StatsV6, Key6Of} }
+
+// Add adds a rule: first its zero stats entry, then the rule, so that the
+// XDP program never matches a rule it cannot count. A rule that exists
+// keeps its counters; added reports whether the rule is new.
+func (s *Set) Add(r Rule) (added bool, err error) {
+	if r.Addr().Is4() {
+		return s.v4().add(r)
+	}
+	return s.v6().add(r)
+}
+
+func (f family[K]) add(r Rule) (bool, error) {
+	k := f.keyOf(r)
+	zero := make([]Stats, ebpf.MustPossibleCPU())
+	newStats := true
+	if err := f.stats.Update(k, zero, ebpf.UpdateNoExist); errors.Is(err, ebpf.ErrKeyExist) {
+		newStats = false
+	} else if err != nil {
+		return false, fullOr(err, f.stats, "create stats entry of "+r.String())
+	}
+	var prefixlen uint32
+	existed := f.rules.Lookup(k, &prefixlen) == nil
+	if err := f.rules.Update(k, uint32(r.Bits()), ebpf.UpdateAny); err != nil {
+		if newStats {
+			f.stats.Delete(k)
+		}
+		return false, fullOr(err, f.rules, "add rule "+r.String())
+	}
+	return !existed, nil
+}
+
+// fullOr turns a map's "no room" error (E2BIG from a hash, ENOSPC from a
+// trie) into ErrFull.
+func fullOr(err error, m *ebpf.Map, what string) error {
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("%w (%d rules per family): delete rules, or unload everything and load again with a larger --max-rules", ErrFull, m.MaxEntries())
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Delete removes a rule, then its stats entry.
+func (s *Set) Delete(r Rule) error {
+	if r.Addr().Is4() {
+		return s.v4().delete(r)
+	}
+	return s.v6().delete(r)
+}
+
+func (f family[K]) delete(r Rule) error {
+	k := f.keyOf(r)
+	if err := f.rules.Delete(k); errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("%w %s", ErrUnknownRule, r)
+	} else if err != nil {
+		return fmt.Errorf("delete rule %s: %w", r, err)
+	}
+	if err := f.stats.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete stats of %s: %w", r, err)
+	}
+	return nil
+}
+
+// Lookup returns the stats of exactly this rule (no longest-prefix match).
+func (s *Set) Lookup(r Rule) (Stats, error) {
+	if r.Addr().Is4() {
+		return s.v4().lookup(r)
+	}
+	return s.v6().lookup(r)
+}
+
+func (f family[K]) lookup(r Rule) (Stats, error) {
+	k := f.keyOf(r)
+	var prefixlen uint32
+	if err := f.rules.Lookup(k, &prefixlen); errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Stats{}, fmt.Errorf("%w %s", ErrUnknownRule, r)
+	} else if err != nil {
+		return Stats{}, fmt.Errorf("look up rule %s: %w", r, err)
+	}
+	var perCPU []Stats
+	if err := f.stats.Lookup(k, &perCPU); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Stats{}, fmt.Errorf("look up stats of %s: %w", r, err)
+	}
+	return SumCPUs(perCPU), nil
+}
+
+// Rules returns every rule, IPv4 then IPv6, each family sorted by address
+// and then prefix length.
+func (s *Set) Rules() ([]Rule, error) {
+	v4, err := s.v4().list()
+	if err != nil {
+		return nil, err
+	}
+	v6, err := s.v6().list()
+	if err != nil {
+		return nil, err
+	}
+	return append(v4, v6...), nil
+}
+
+// batchSize is how many entries one batched map syscall moves.
+const batchSize = 4096
+
+func (f family[K]) list() ([]Rule, error) {
+	var rules []Rule
+	var k K
+	var prefixlen uint32
+	it := f.rules.Iterate()
+	for it.Next(&k, &prefixlen) {
+		rules = append(rules, k.Rule())
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	sortRules(rules, func(r Rule) Rule { return r })
+	return rules, nil
+}
+
+// Stats returns every rule's stats, IPv4 then IPv6, in the order of Rules.
+func (s *Set) Stats() ([]RuleStats, error) {
+	v4, err := s.v4().all()
+	if err != nil {
+		return nil, err
+	}
+	v6, err := s.v6().all()
+	if err != nil {
+		return nil, err
+	}
+	return append(v4, v6...), nil
+}
+
+// all reads the stats table in batches. Every rule has a stats entry, and
+// only rules have one, so the table's keys are the family's rules.
+func (f family[K]) all() ([]RuleStats, error) {
+	ncpu := ebpf.MustPossibleCPU()
+	keys := make([]K, batchSize)
+	values := make([]Stats, batchSize*ncpu)
+	var out []RuleStats
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := f.stats.BatchLookup(&cursor, keys, values, nil)
+		for i := range n {
+			out = append(out, RuleStats{keys[i].Rule(), SumCPUs(values[i*ncpu : (i+1)*ncpu])})
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read stats: %w", err)
+		}
+	}
+	sortRules(out, func(rs RuleStats) Rule { return rs.Rule })
+	return out, nil
+}
+
+func sortRules[T any](s []T, rule func(T) Rule) {
+	slices.SortFunc(s, func(a, b T) int {
+		ra, rb := rule(a), rule(b)
+		return cmp.Or(ra.Addr().Compare(rb.Addr()), cmp.Compare(ra.Bits(), rb.Bits()))
+	})
+}
