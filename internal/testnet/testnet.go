@@ -1,0 +1,183 @@
+// Package testnet gives tests a throwaway pair of network namespaces joined
+// by a veth pair, and a way to send raw Ethernet frames across it. Every
+// namespace and interface it makes has a unique name and is removed when
+// the test ends, failed or not. Nothing touches the machine's own
+// interfaces, and frames never leave the pair.
+package testnet
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// RequireRoot skips a test that needs root, or fails it when CI=true so
+// that privileged tests never silently skip in CI.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(t, "needs root")
+	}
+}
+
+// Unavailable skips a test that cannot run here, or fails it when CI=true.
+func Unavailable(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot run in CI: %s", why)
+	}
+	t.Skip(why)
+}
+
+var seq atomic.Int32
+
+// Pair is two network namespaces joined by a veth pair: Dev[0] in NS[0]
+// (where a program is loaded) and Dev[1] in NS[1] (where frames are sent).
+type Pair struct {
+	NS  [2]string
+	Dev [2]string
+}
+
+// NewPair makes a pair and removes it when the test ends. IPv6 is disabled
+// in both namespaces and no address is configured, so that the kernel
+// itself sends nothing across: what arrives is exactly what a test sends.
+func NewPair(t testing.TB) *Pair {
+	t.Helper()
+	RequireRoot(t)
+	n := seq.Add(1)
+	id := fmt.Sprintf("%d-%d", os.Getpid()%100000, n)
+	p := &Pair{
+		NS:  [2]string{"tm-" + id + "-a", "tm-" + id + "-b"},
+		Dev: [2]string{"tma" + id, "tmb" + id},
+	}
+	t.Cleanup(func() {
+		for _, ns := range p.NS {
+			exec.Command("ip", "netns", "del", ns).Run()
+		}
+	})
+	for _, ns := range p.NS {
+		mustRun(t, "ip", "netns", "add", ns)
+		mustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		for _, key := range []string{"all", "default"} {
+			p.mustExec(t, ns, "sysctl", "-qw", "net.ipv6.conf."+key+".disable_ipv6=1")
+		}
+	}
+	mustRun(t, "ip", "-n", p.NS[0], "link", "add", p.Dev[0], "type", "veth", "peer", "name", p.Dev[1], "netns", p.NS[1])
+	for i := range 2 {
+		mustRun(t, "ip", "-n", p.NS[i], "link", "set", p.Dev[i], "up")
+	}
+	return p
+}
+
+// Command returns a command that runs inside namespace NS[side]. It enters
+// only the network namespace, so /sys/fs/bpf stays the host's.
+func (p *Pair) Command(side int, name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=/run/netns/" + p.NS[side], name}, args...)...)
+}
+
+func (p *Pair) mustExec(t testing.TB, ns, name string, args ...string) {
+	t.Helper()
+	out, err := exec.Command("nsenter", append([]string{"--net=/run/netns/" + ns, name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// SetMTU sets the MTU of both ends.
+func (p *Pair) SetMTU(t testing.TB, mtu int) {
+	t.Helper()
+	for i := range 2 {
+		mustRun(t, "ip", "-n", p.NS[i], "link", "set", p.Dev[i], "mtu", fmt.Sprint(mtu))
+	}
+}
+
+// Do runs f on a thread inside namespace NS[side]. Sockets and links that
+// f makes belong to that namespace.
+func (p *Pair) Do(side int, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is left locked, and so ends with the goroutine,
+		// rather than going back to the pool in another namespace.
+		runtime.LockOSThread()
+		ns, err := os.Open("/run/netns/" + p.NS[side])
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer ns.Close()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- err
+			return
+		}
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter %s: %w", p.NS[side], err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// Send sends frames out of Dev[1], so that they arrive on Dev[0], and
+// returns once the kernel has taken them all.
+func (p *Pair) Send(frames ...[]byte) error {
+	return p.Do(1, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		ifi, err := ifreqIndex(p.Dev[1])
+		if err != nil {
+			return err
+		}
+		addr := &unix.SockaddrLinklayer{Ifindex: ifi, Halen: 6}
+		for _, f := range frames {
+			if err := unix.Sendto(fd, f, 0, addr); err != nil {
+				return fmt.Errorf("send %d-byte frame: %w", len(f), err)
+			}
+		}
+		return nil
+	})
+}
+
+// ifreqIndex asks the kernel for an interface's index in the calling
+// thread's namespace (/sys shows the namespace it was mounted in).
+func ifreqIndex(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		return 0, fmt.Errorf("interface %s: %w", name, err)
+	}
+	return int(ifr.Uint32()), nil
+}
+
+// Index returns the ifindex of Dev[side] in its namespace.
+func (p *Pair) Index(side int) (int, error) {
+	var i int
+	err := p.Do(side, func() (err error) {
+		i, err = ifreqIndex(p.Dev[side])
+		return err
+	})
+	return i, err
+}
+
+func mustRun(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
