@@ -1,0 +1,100 @@
+package rule
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestReadJSON(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		rules    string // the rules read, space-separated
+		warnings string // "index: piece of the reason", semicolon-separated
+		err      string // a piece of the error
+	}{
+		{name: "empty array", in: `[]`},
+		{name: "mixed", in: `["10.0.0.0/24", "2001:db8::1", " x", 5, {"a": [1]}, ["b"], null, true, "10.0.0.1/24", "10.0.0.0/24"]`,
+			rules:    "10.0.0.0/24 2001:db8::1/128 10.0.0.0/24",
+			warnings: `2: invalid address; 3: a number (5), not a string; 4: an object; 5: an array; 6: null; 7: a boolean (true); 8: host bits`},
+		{name: "whitespace", in: "\n [ \"::/0\" ]\n\n", rules: "::/0"},
+		{name: "empty file", in: ``, err: "the file is empty"},
+		{name: "object root", in: `{"rules": ["10.0.0.0/24"]}`, err: "the JSON root is an object, not an array"},
+		{name: "string root", in: `"10.0.0.0/24"`, err: `root is a string ("10.0.0.0/24")`},
+		{name: "number root", in: `5`, err: "root is a number (5)"},
+		{name: "unterminated", in: `["10.0.0.0/24"`, err: "ends before the array does"},
+		{name: "bad syntax late", in: `["10.0.0.0/24", "10.0.0.1",, "x"]`, err: "invalid JSON at byte"},
+		{name: "trailing data", in: `["10.0.0.0/24"] []`, err: "invalid JSON"},
+		{name: "trailing garbage", in: `["10.0.0.0/24"] x`, err: "invalid JSON"},
+		{name: "not JSON", in: `10.0.0.0/24`, err: "not an array"},
+		{name: "garbage", in: `x`, err: "invalid JSON at byte"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var warnings []string
+			rules, err := ReadJSON(strings.NewReader(tt.in), func(i int, reason error) {
+				warnings = append(warnings, fmt.Sprintf("%d: %v", i, reason))
+			})
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one saying %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range rules {
+				got = append(got, r.String())
+			}
+			if g := strings.Join(got, " "); g != tt.rules {
+				t.Errorf("rules %q, want %q", g, tt.rules)
+			}
+			want := strings.Split(tt.warnings, "; ")
+			if tt.warnings == "" {
+				want = nil
+			}
+			if len(warnings) != len(want) {
+				t.Fatalf("warnings %q, want %q", warnings, want)
+			}
+			for i, w := range want {
+				idx, piece, _ := strings.Cut(w, ": ")
+				if !strings.HasPrefix(warnings[i], idx+": ") || !strings.Contains(warnings[i], piece) {
+					t.Errorf("warning %q, want %q", warnings[i], w)
+				}
+			}
+		})
+	}
+}
+
+// FuzzReadJSON checks that ReadJSON never panics, warns with increasing
+// indexes, and returns only canonical rules that parse back to themselves.
+func FuzzReadJSON(f *testing.F) {
+	for _, s := range []string{`[]`, `["10.0.0.0/24", "2001:db8::1", 5, {"a": [1]}, null]`,
+		`{"a": 1}`, `["10.0.0.1/24"`, `[[[["x"]]]]`, `["fe80::1%eth0"] x`, `[1e400]`, `["\u0031.2.3.4"]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		last := -1
+		rules, err := ReadJSON(strings.NewReader(in), func(i int, reason error) {
+			if i <= last {
+				t.Fatalf("warning for item %d after item %d", i, last)
+			}
+			last = i
+			if strings.ContainsAny(reason.Error(), "\n\r") {
+				t.Fatalf("multi-line reason %q", reason)
+			}
+		})
+		if err != nil {
+			if strings.ContainsAny(err.Error(), "\n\r") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			return
+		}
+		for _, r := range rules {
+			if again, err := Parse(r.String()); err != nil || again != r {
+				t.Fatalf("rule %v parses back as %v, %v", r, again, err)
+			}
+		}
+	})
+}
