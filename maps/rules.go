@@ -56,8 +56,13 @@ func (f family[K]) add(r Rule) (bool, error) {
 	} else if err != nil {
 		return false, fullOr(err, f.stats, "create stats entry of "+r.String())
 	}
-	var prefixlen uint32
-	existed := f.rules.Lookup(k, &prefixlen) == nil
+	existed, err := f.has(k)
+	if err != nil {
+		if newStats {
+			f.stats.Delete(k)
+		}
+		return false, err
+	}
 	if err := f.rules.Update(k, uint32(r.Bits()), ebpf.UpdateAny); err != nil {
 		if newStats {
 			f.stats.Delete(k)
@@ -107,17 +112,31 @@ func (s *Set) Lookup(r Rule) (Stats, error) {
 
 func (f family[K]) lookup(r Rule) (Stats, error) {
 	k := f.keyOf(r)
-	var prefixlen uint32
-	if err := f.rules.Lookup(k, &prefixlen); errors.Is(err, ebpf.ErrKeyNotExist) {
+	if has, err := f.has(k); err != nil {
+		return Stats{}, err
+	} else if !has {
 		return Stats{}, fmt.Errorf("%w %s", ErrUnknownRule, r)
-	} else if err != nil {
-		return Stats{}, fmt.Errorf("look up rule %s: %w", r, err)
 	}
 	var perCPU []Stats
 	if err := f.stats.Lookup(k, &perCPU); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return Stats{}, fmt.Errorf("look up stats of %s: %w", r, err)
 	}
 	return SumCPUs(perCPU), nil
+}
+
+// has reports whether the trie holds exactly the rule k. A trie lookup
+// finds the longest rule matching k's network, whose value is that rule's
+// prefix length: k is a rule when that is k's own.
+func (f family[K]) has(k K) (bool, error) {
+	var prefixlen uint32
+	err := f.rules.Lookup(k, &prefixlen)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up rule %s: %w", k.Rule(), err)
+	}
+	return int(prefixlen) == k.Rule().Bits(), nil
 }
 
 // Rules returns every rule, IPv4 then IPv6, each family sorted by address
