@@ -1,0 +1,398 @@
+// Package attach attaches traffic_meter's XDP program to network interfaces
+// and keeps track of where it is attached.
+//
+// Every attachment is pinned in the links subdirectory of the pin directory,
+// so that it outlives the command that made it and so that any later
+// command, in any network namespace, knows which interfaces are loaded. On
+// kernels with XDP bpf_links (Linux 5.9) the pin is the link itself, and
+// removing it detaches the program. On older kernels the program is
+// attached through netlink and the program is pinned, to remember it.
+//
+// A pin's name records how and where the program was attached:
+//
+//	<link|prog>_<mode>_<netns inode>_<ifindex>_<ifname>
+//
+// with every "." of the interface name written as ":" (bpffs reserves dots
+// in names; interface names never hold colons). Interface indexes are only
+// unique within a network namespace, hence the namespace's inode.
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is an XDP attach mode.
+type Mode string
+
+// The XDP attach modes.
+const (
+	// Native runs the program in the driver, before the kernel allocates
+	// a socket buffer.
+	Native Mode = "native"
+	// Generic (SKB mode) runs the program later in the receive path, on
+	// any interface.
+	Generic Mode = "generic"
+)
+
+// Attachment is the program attached to one interface.
+type Attachment struct {
+	// Ifname is the interface's name: its current name when it is in the
+	// caller's network namespace, else its name when it was loaded.
+	Ifname string
+	// Ifindex is the interface's index in its network namespace.
+	Ifindex int
+	// Mode is the XDP mode the program was attached in.
+	Mode Mode
+	// ProgID is the attached program's ID.
+	ProgID ebpf.ProgramID
+	// Netlink says that the program was attached through netlink rather
+	// than with a pinned bpf_link.
+	Netlink bool
+
+	netns uint64 // inode of the interface's network namespace
+	pin   string // path of the pin
+}
+
+// LinksDir returns the directory of the attachment pins in the pin
+// directory dir.
+func LinksDir(dir string) string { return filepath.Join(dir, "links") }
+
+// Interface is a network interface of the caller's network namespace.
+type Interface struct {
+	Name  string
+	Index int
+	// XDPProg is the ID of the XDP program the interface carries, if any.
+	XDPProg ebpf.ProgramID
+
+	netns uint64
+	link  netlink.Link
+}
+
+// LookupInterface finds an interface by name in the caller's network
+// namespace.
+func LookupInterface(name string) (*Interface, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil, fmt.Errorf("no interface %q in this network namespace: check the name with 'ip link'", name)
+		}
+		return nil, fmt.Errorf("look up interface %q: %w", name, err)
+	}
+	ns, err := netnsInode()
+	if err != nil {
+		return nil, err
+	}
+	ifc := &Interface{Name: name, Index: l.Attrs().Index, netns: ns, link: l}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		ifc.XDPProg = ebpf.ProgramID(x.ProgId)
+	}
+	return ifc, nil
+}
+
+// netnsInode returns the inode of the calling thread's network namespace.
+func netnsInode() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("find the network namespace: %w", err)
+	}
+	return st.Ino, nil
+}
+
+// CheckFree returns an error naming the XDP program the interface carries,
+// if it carries one.
+func (ifc *Interface) CheckFree() error {
+	if ifc.XDPProg == 0 {
+		return nil
+	}
+	return fmt.Errorf("interface %s already carries XDP program %s: detach it first with 'ip link set dev %s xdp off'", ifc.Name, describe(ifc.XDPProg), ifc.Name)
+}
+
+// Find returns the attachment of the program pinned in dir to ifc, or nil.
+func Find(dir string, ifc *Interface) (*Attachment, error) {
+	all, err := List(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range all {
+		if a.netns == ifc.netns && a.Ifindex == ifc.Index {
+			return &a, nil
+		}
+	}
+	return nil, nil
+}
+
+// Method is a way of attaching a program to an interface.
+type Method string
+
+// The attach methods.
+const (
+	// Link attaches with a bpf_link (Linux 5.9), pinned.
+	Link Method = "link"
+	// Netlink attaches through netlink, the program pinned.
+	Netlink Method = "netlink"
+)
+
+// Options say how to attach.
+type Options struct {
+	// Mode forces an XDP mode. When empty, native mode is tried first and
+	// generic mode is the fallback.
+	Mode Mode
+	// Method forces an attach method. When empty, a bpf_link is tried
+	// first, and netlink is the fallback where the kernel has no XDP
+	// bpf_links.
+	Method Method
+	// Notice is told about each fallback taken.
+	Notice func(string)
+}
+
+// Attach attaches prog to ifc and pins the attachment in dir. It refuses an
+// interface that carries an XDP program already.
+func Attach(dir string, ifc *Interface, prog *ebpf.Program, o Options) (*Attachment, error) {
+	if err := ifc.CheckFree(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(LinksDir(dir), 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", LinksDir(dir), err)
+	}
+	modes := []Mode{Native, Generic}
+	if o.Mode != "" {
+		modes = []Mode{o.Mode}
+	}
+	useNetlink := o.Method == Netlink
+	var err error
+	for _, mode := range modes {
+		a := &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Mode: mode, netns: ifc.netns}
+		if !useNetlink {
+			err = a.attachLink(dir, prog)
+			// Before Linux 5.9 the kernel has no XDP links: try netlink.
+			if o.Method == "" && (errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL)) {
+				b := *a
+				if nlErr := b.attachNetlink(dir, ifc, prog); nlErr == nil {
+					o.notice(fmt.Sprintf("this kernel cannot attach XDP with a bpf_link (%v): attached through netlink instead", err))
+					return &b, nil
+				}
+			}
+		} else {
+			err = a.attachNetlink(dir, ifc, prog)
+		}
+		if err == nil {
+			return a, nil
+		}
+		if o.Mode == "" && mode == Native {
+			o.notice(fmt.Sprintf("native XDP failed on %s (%v): using generic mode", ifc.Name, err))
+		}
+	}
+	return nil, fmt.Errorf("attach to %s in %s mode: %w", ifc.Name, modes[len(modes)-1], err)
+}
+
+func (o Options) notice(s string) {
+	if o.Notice != nil {
+		o.Notice(s)
+	}
+}
+
+// pinName names the pin of an attachment.
+func (a *Attachment) pinName() string {
+	kind := "link"
+	if a.Netlink {
+		kind = "prog"
+	}
+	return fmt.Sprintf("%s_%s_%d_%d_%s", kind, a.Mode, a.netns, a.Ifindex, strings.ReplaceAll(a.Ifname, ".", ":"))
+}
+
+// parsePin reads an attachment back from its pin's name.
+func parsePin(name string) (*Attachment, bool) {
+	f := strings.SplitN(name, "_", 5)
+	if len(f) != 5 || (f[0] != "link" && f[0] != "prog") || (f[1] != string(Native) && f[1] != string(Generic)) {
+		return nil, false
+	}
+	ns, err1 := strconv.ParseUint(f[2], 10, 64)
+	ifindex, err2 := strconv.Atoi(f[3])
+	if err1 != nil || err2 != nil {
+		return nil, false
+	}
+	return &Attachment{Ifname: strings.ReplaceAll(f[4], ":", "."), Ifindex: ifindex, Mode: Mode(f[1]),
+		Netlink: f[0] == "prog", netns: ns}, true
+}
+
+func (a *Attachment) attachLink(dir string, prog *ebpf.Program) error {
+	flags := link.XDPDriverMode
+	if a.Mode == Generic {
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: a.Ifindex, Flags: flags})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	a.pin = filepath.Join(LinksDir(dir), a.pinName())
+	if err := l.Pin(a.pin); err != nil {
+		return fmt.Errorf("pin the link: %w", err)
+	}
+	info, err := l.Info()
+	if err != nil {
+		return err
+	}
+	a.ProgID = info.Program
+	return nil
+}
+
+func (a *Attachment) attachNetlink(dir string, ifc *Interface, prog *ebpf.Program) error {
+	a.Netlink = true
+	info, err := prog.Info()
+	if err != nil {
+		return err
+	}
+	id, _ := info.ID()
+	a.ProgID = id
+	flags := unix.XDP_FLAGS_UPDATE_IF_NOEXIST | unix.XDP_FLAGS_DRV_MODE
+	if a.Mode == Generic {
+		flags = unix.XDP_FLAGS_UPDATE_IF_NOEXIST | unix.XDP_FLAGS_SKB_MODE
+	}
+	if err := netlink.LinkSetXdpFdWithFlags(ifc.link, prog.FD(), flags); err != nil {
+		return err
+	}
+	a.pin = filepath.Join(LinksDir(dir), a.pinName())
+	if err := prog.Pin(a.pin); err != nil {
+		netlink.LinkSetXdpFdWithFlags(ifc.link, -1, flags&^unix.XDP_FLAGS_UPDATE_IF_NOEXIST)
+		return fmt.Errorf("pin the program: %w", err)
+	}
+	return nil
+}
+
+// Detach detaches the program from the interface of a and removes its pin.
+func Detach(a *Attachment) error {
+	if a.Netlink {
+		if l, err := netlink.LinkByIndex(a.Ifindex); err == nil && l.Attrs().Xdp != nil && ebpf.ProgramID(l.Attrs().Xdp.ProgId) == a.ProgID {
+			flags := unix.XDP_FLAGS_DRV_MODE
+			if a.Mode == Generic {
+				flags = unix.XDP_FLAGS_SKB_MODE
+			}
+			if err := netlink.LinkSetXdpFdWithFlags(l, -1, flags); err != nil {
+				return fmt.Errorf("detach from %s: %w", a.Ifname, err)
+			}
+		}
+	}
+	// Removing a link's last pin destroys the link, which detaches it.
+	if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", a.pin, err)
+	}
+	return nil
+}
+
+// List returns the interfaces the program pinned in dir is attached to,
+// pruning stale pins of deleted interfaces.
+//
+// A bpf_link whose interface was deleted is known to be stale wherever the
+// interface was. A netlink attachment is known to be stale only in the
+// caller's own network namespace, where the interface can be looked at.
+func List(dir string) ([]Attachment, error) {
+	entries, err := os.ReadDir(LinksDir(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", LinksDir(dir), err)
+	}
+	ns, err := netnsInode()
+	if err != nil {
+		return nil, err
+	}
+	var out []Attachment
+	for _, e := range entries {
+		a, ok := parsePin(e.Name())
+		if !ok {
+			continue
+		}
+		a.pin = filepath.Join(LinksDir(dir), e.Name())
+		live, err := a.check(ns)
+		if err != nil {
+			return nil, err
+		}
+		if !live {
+			if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("remove stale %s: %w", a.pin, err)
+			}
+			continue
+		}
+		out = append(out, *a)
+	}
+	return out, nil
+}
+
+// check fills in the program ID of a and the interface's current name, and
+// reports whether the attachment is still there. ns is the caller's
+// network namespace.
+func (a *Attachment) check(ns uint64) (live bool, err error) {
+	if a.Netlink {
+		p, err := ebpf.LoadPinnedProgram(a.pin, nil)
+		if err != nil {
+			return false, fmt.Errorf("open %s: %w", a.pin, err)
+		}
+		defer p.Close()
+		info, err := p.Info()
+		if err != nil {
+			return false, err
+		}
+		a.ProgID, _ = info.ID()
+	} else {
+		l, err := link.LoadPinnedLink(a.pin, nil)
+		if err != nil {
+			return false, fmt.Errorf("open %s: %w", a.pin, err)
+		}
+		defer l.Close()
+		info, err := l.Info()
+		if err != nil {
+			return false, err
+		}
+		a.ProgID = info.Program
+		if x := info.XDP(); x == nil || x.Ifindex == 0 {
+			return false, nil // the interface was deleted
+		}
+	}
+	if a.netns != ns {
+		return true, nil
+	}
+	l, err := netlink.LinkByIndex(a.Ifindex)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case err == nil:
+		a.Ifname = l.Attrs().Name
+	case !a.Netlink:
+		return true, nil // the link knows its interface is there
+	case errors.As(err, &nf) || errors.Is(err, unix.ENODEV):
+		return false, nil
+	default:
+		return false, fmt.Errorf("look up interface %d: %w", a.Ifindex, err)
+	}
+	if !a.Netlink {
+		return true, nil
+	}
+	x := l.Attrs().Xdp
+	return x != nil && x.Attached && ebpf.ProgramID(x.ProgId) == a.ProgID, nil
+}
+
+// describe names a program by its ID: "name (id N)".
+func describe(id ebpf.ProgramID) string {
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return fmt.Sprintf("(id %d)", id)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil || info.Name == "" {
+		return fmt.Sprintf("(id %d)", id)
+	}
+	return fmt.Sprintf("%q (id %d)", info.Name, id)
+}
