@@ -1,0 +1,229 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/maps"
+	"github.com/traffic-meter/traffic_meter/prog"
+)
+
+// Capacity is the flag of the commands that may create the maps.
+type Capacity struct {
+	MaxRules uint32 `name:"max-rules" default:"${default_max_rules}" placeholder:"N" help:"Rules per address family the maps hold, when this command creates them."`
+}
+
+// openOrCreate opens the maps, creating them when missing, with the lock
+// held.
+func (c *Context) openOrCreate(cp Capacity) (*maps.Set, error) {
+	if cp.MaxRules == 0 {
+		return nil, errors.New("--max-rules 0 makes maps that hold nothing: give at least 1")
+	}
+	set, err := maps.OpenOrCreate(c.Dir, cp.MaxRules)
+	if err != nil {
+		return nil, err
+	}
+	if set.Created {
+		c.Notice("created the maps in %s, holding %d rules per address family", c.Dir, cp.MaxRules)
+	}
+	return set, nil
+}
+
+// LoadCmd attaches the program to an interface.
+type LoadCmd struct {
+	Dev    string `name:"dev" required:"" placeholder:"IF" help:"Interface to count on."`
+	Object string `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
+	Mode   string `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
+	Attach string `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach: with a pinned bpf_link (Linux 5.9), through netlink, or auto (link, else netlink)."`
+	Capacity
+}
+
+// Run loads the program on the interface, creating the maps first if this
+// is the first load.
+func (l *LoadCmd) Run(c *Context) (err error) {
+	lock, err := c.lock(true)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	defer c.tidyOnError(&err)
+	ifc, err := attach.LookupInterface(l.Dev)
+	if err != nil {
+		return err
+	}
+	if a, err := attach.Find(c.Dir, ifc); err != nil {
+		return err
+	} else if a != nil {
+		fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
+		return nil
+	}
+	if err := ifc.CheckFree(); err != nil {
+		return err
+	}
+	set, err := c.openOrCreate(l.Capacity)
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	a, err := l.load(c, ifc, set)
+	if err != nil {
+		if set.Created {
+			c.removeIfUnused()
+		}
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
+	return nil
+}
+
+func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set) (*attach.Attachment, error) {
+	var p *ebpf.Program
+	var err error
+	if l.Object != "" {
+		p, err = loadObject(l.Object, set)
+	} else {
+		hook, linear := prog.XDPHook()
+		if linear {
+			c.Notice("this kernel has no bpf_xdp_get_buff_len (Linux 5.18): multi-buffer (jumbo) frames are counted by their first buffer only")
+		}
+		p, err = prog.Load(hook, set)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	o := attach.Options{Notice: func(s string) { c.Notice("%s", s) }}
+	if l.Attach != "auto" {
+		o.Method = attach.Method(l.Attach)
+	}
+	if l.Mode != "auto" {
+		o.Mode = attach.Mode(l.Mode)
+	}
+	return attach.Attach(c.Dir, ifc, p, o)
+}
+
+// how describes an attachment for people.
+func how(a *attach.Attachment) string {
+	method := "bpf_link"
+	if a.Netlink {
+		method = "netlink"
+	}
+	return fmt.Sprintf("%s mode, %s, program id %d", a.Mode, method, a.ProgID)
+}
+
+// loadObject loads the program in section "xdp" of a BPF ELF file against
+// the pinned maps.
+func loadObject(file string, set *maps.Set) (*ebpf.Program, error) {
+	fix := "give an ELF file with an XDP program in section 'xdp' using the maps rules_v4, rules_v6, stats_v4 and stats_v6"
+	spec, err := ebpf.LoadCollectionSpec(file)
+	if err != nil {
+		return nil, fmt.Errorf("read BPF object: %v: %s", err, fix)
+	}
+	var name string
+	for n, p := range spec.Programs {
+		if p.SectionName == "xdp" && p.Type == ebpf.XDP {
+			name = n
+		} else {
+			delete(spec.Programs, n)
+		}
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%s has no XDP program in section 'xdp': %s", file, fix)
+	}
+	want := maps.Spec(1)
+	for _, n := range maps.Names {
+		ms, ok := spec.Maps[n]
+		if !ok {
+			return nil, fmt.Errorf("%s has no map %s: %s", file, n, fix)
+		}
+		w := want[n]
+		if ms.Type != w.Type || ms.KeySize != w.KeySize || ms.ValueSize != w.ValueSize {
+			return nil, fmt.Errorf("map %s in %s is a %s with %d-byte keys and %d-byte values, not a %s with %d-byte keys and %d-byte values: %s",
+				n, file, ms.Type, ms.KeySize, ms.ValueSize, w.Type, w.KeySize, w.ValueSize, fix)
+		}
+		// Capacity and flags are the pinned maps'.
+		ms.MaxEntries, ms.Flags = set.Map(n).MaxEntries(), set.Map(n).Flags()
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: set.Replacements()})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %v: %s", file, err, fix)
+	}
+	defer coll.Close()
+	return coll.DetachProgram(name), nil
+}
+
+// UnloadCmd detaches the program from an interface.
+type UnloadCmd struct {
+	Dev string `name:"dev" required:"" placeholder:"IF" help:"Interface to stop counting on."`
+}
+
+// Run detaches the program from the interface; after the last interface,
+// it removes the maps and the pin directory.
+func (u *UnloadCmd) Run(c *Context) error {
+	lock, err := c.lock(false)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	all, err := attach.List(c.Dir)
+	if err != nil {
+		return err
+	}
+	ifc, err := attach.LookupInterface(u.Dev)
+	if err != nil {
+		return err
+	}
+	a, err := attach.Find(c.Dir, ifc)
+	if err != nil {
+		return err
+	}
+	if a == nil {
+		return fmt.Errorf("traffic_meter is not loaded on %s (loaded on: %s): nothing to unload", u.Dev, names(all))
+	}
+	if err := attach.Detach(a); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "unloaded from %s\n", a.Ifname)
+	if c.removeIfUnused() {
+		fmt.Fprintf(c.Stdout, "that was the last interface: removed the maps, their rules and counters, and %s\n", c.Dir)
+	}
+	return nil
+}
+
+// names lists the interfaces of attachments for people.
+func names(all []attach.Attachment) string {
+	if len(all) == 0 {
+		return "none"
+	}
+	var s []string
+	for _, a := range all {
+		s = append(s, a.Ifname)
+	}
+	return strings.Join(s, ", ")
+}
+
+// tidyOnError removes the links directory and the pin directory if *err is
+// set and they are empty: a failed command leaves nothing behind.
+func (c *Context) tidyOnError(err *error) {
+	if *err != nil {
+		os.Remove(attach.LinksDir(c.Dir))
+		os.Remove(c.Dir)
+	}
+}
+
+// removeIfUnused removes the maps and the pin directory when no interface
+// is loaded any more, and reports whether it did. The lock must be held.
+func (c *Context) removeIfUnused() bool {
+	if all, err := attach.List(c.Dir); err != nil || len(all) > 0 {
+		return false
+	}
+	if err := os.Remove(attach.LinksDir(c.Dir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	return maps.Remove(c.Dir) == nil
+}

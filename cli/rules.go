@@ -1,0 +1,173 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/traffic-meter/traffic_meter/maps"
+	"github.com/traffic-meter/traffic_meter/rule"
+)
+
+// AddCmd adds a rule.
+type AddCmd struct {
+	IPAddress string `name:"ip-address" required:"" placeholder:"X" help:"IPv4/IPv6 address or CIDR, such as 10.0.0.0/24 or 2001:db8::1."`
+	Capacity
+}
+
+// Run adds the rule, creating the maps if nothing is loaded yet.
+func (a *AddCmd) Run(c *Context) (err error) {
+	r, err := rule.Parse(a.IPAddress)
+	if err != nil {
+		return err
+	}
+	lock, err := c.lock(true)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	defer c.tidyOnError(&err)
+	set, err := c.openOrCreate(a.Capacity)
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	added, err := set.Add(r)
+	if err != nil {
+		if set.Created {
+			maps.Remove(c.Dir)
+		}
+		return err
+	}
+	if added {
+		fmt.Fprintf(c.Stdout, "added %s\n", r)
+	} else {
+		fmt.Fprintf(c.Stdout, "%s is a rule already: kept its counters\n", r)
+	}
+	return nil
+}
+
+// DelCmd deletes a rule.
+type DelCmd struct {
+	IPAddress string `name:"ip-address" required:"" placeholder:"X" help:"The rule to delete, as added."`
+}
+
+// Run deletes the rule, then its stats entry.
+func (d *DelCmd) Run(c *Context) error {
+	r, err := rule.Parse(d.IPAddress)
+	if err != nil {
+		return err
+	}
+	lock, err := c.lock(false)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	set, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	if err := set.Delete(r); errors.Is(err, maps.ErrUnknownRule) {
+		return fmt.Errorf("%v: see the rules with 'traffic_meter list'", err)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "deleted %s\n", r)
+	return nil
+}
+
+// ImportCmd adds the rules of a JSON file.
+type ImportCmd struct {
+	File string `name:"file" required:"" placeholder:"F.json" help:"JSON array of IPv4/IPv6 addresses and CIDRs, such as [\"10.0.0.0/24\", \"2001:db8::1\"]."`
+	Capacity
+}
+
+// Run reads the whole file first, so that a file that is not a valid JSON
+// array adds nothing; then it adds the valid items in batches, all or
+// nothing.
+func (im *ImportCmd) Run(c *Context) (err error) {
+	f, err := os.Open(im.File)
+	if err == nil {
+		defer f.Close()
+		var st os.FileInfo
+		if st, err = f.Stat(); err == nil && st.IsDir() {
+			err = errors.New("is a directory")
+		}
+	}
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("cannot read %s: %v: give a readable JSON file", im.File, err)
+	}
+	warnings := bufio.NewWriter(c.Stderr)
+	skipped := 0
+	rules, err := rule.ReadJSON(bufio.NewReaderSize(f, 1<<16), func(i int, reason error) {
+		skipped++
+		fmt.Fprintf(warnings, "traffic_meter: warning: item %d: %v\n", i, reason)
+	})
+	warnings.Flush()
+	if err != nil {
+		return fmt.Errorf("%s: %v; nothing was imported", im.File, err)
+	}
+	lock, err := c.lock(true)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	defer c.tidyOnError(&err)
+	set, err := c.openOrCreate(im.Capacity)
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	added, err := set.AddRules(rules)
+	if err != nil {
+		if set.Created {
+			maps.Remove(c.Dir)
+		}
+		return fmt.Errorf("%v; nothing was imported", err)
+	}
+	fmt.Fprintf(c.Stdout, "imported %d rules (%d new), skipped %d\n", len(rules), added, skipped)
+	return nil
+}
+
+// ListCmd lists the rules.
+type ListCmd struct {
+	JSON bool `name:"json" help:"Print JSON: {\"rules\": [\"10.0.0.0/24\", ...]}."`
+}
+
+// Run prints the rules, IPv4 then IPv6, in canonical CIDR form.
+func (l *ListCmd) Run(c *Context) error {
+	set, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	rules, err := set.Rules()
+	if err != nil {
+		return err
+	}
+	if !l.JSON {
+		for _, r := range rules {
+			fmt.Fprintln(c.Stdout, r)
+		}
+		return nil
+	}
+	var b []byte
+	b = append(b, `{"rules":[`...)
+	for i, r := range rules {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = r.AppendTo(b)
+		b = append(b, '"')
+	}
+	b = append(b, "]}\n"...)
+	_, err = c.Stdout.Write(b)
+	return err
+}

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/traffic-meter/traffic_meter/maps"
+	"github.com/traffic-meter/traffic_meter/rule"
+)
+
+// StatsCmd shows the counters.
+type StatsCmd struct {
+	IPAddress string `name:"ip-address" placeholder:"X" help:"Show only this rule (the rule itself, not the longest matching one)."`
+	JSON      bool   `name:"json" help:"Print JSON with exact integers."`
+}
+
+// Run prints the stats of every rule, or of one.
+func (s *StatsCmd) Run(c *Context) error {
+	set, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	rows, err := s.read(set)
+	if err != nil {
+		return err
+	}
+	if s.JSON {
+		return writeStatsJSON(c.Stdout, rows)
+	}
+	return writeStatsTable(c.Stdout, rows)
+}
+
+// read returns the stats of the rules asked for.
+func (s *StatsCmd) read(set *maps.Set) ([]maps.RuleStats, error) {
+	if s.IPAddress == "" {
+		return set.Stats()
+	}
+	r, err := rule.Parse(s.IPAddress)
+	if err != nil {
+		return nil, err
+	}
+	st, err := set.Lookup(r)
+	if errors.Is(err, maps.ErrUnknownRule) {
+		return nil, fmt.Errorf("%v: see the rules with 'traffic_meter list', or add it with 'traffic_meter add --ip-address %s'", err, r)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []maps.RuleStats{{Rule: r, Stats: st}}, nil
+}
+
+// writeStatsTable prints stats as an aligned table, bytes in IEC units.
+func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
+	t := table{header: []string{"RULE", "PACKETS", "BYTES", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES"}}
+	for _, r := range rows {
+		total := r.Stats.Total()
+		t.add(r.Rule.String(),
+			count(total.Packets), Bytes(total.Bytes),
+			count(r.Stats.In.Packets), Bytes(r.Stats.In.Bytes),
+			count(r.Stats.Out.Packets), Bytes(r.Stats.Out.Bytes))
+	}
+	return t.write(w)
+}
+
+// writeStatsJSON prints stats as
+//
+//	{"rules":[{"rule":"10.0.0.0/24","packets":3,"bytes":294,
+//	  "in":{"packets":2,"bytes":196},"out":{"packets":1,"bytes":98}}, ...]}
+//
+// with one rule per line.
+func writeStatsJSON(w io.Writer, rows []maps.RuleStats) error {
+	b := []byte(`{"rules":[`)
+	for i, r := range rows {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n"+`{"rule":"`...)
+		b = r.Rule.AppendTo(b)
+		b = append(b, '"', ',')
+		b = appendCounter(b, r.Stats.Total())
+		b = append(b, `,"in":{`...)
+		b = appendCounter(b, r.Stats.In)
+		b = append(b, `},"out":{`...)
+		b = appendCounter(b, r.Stats.Out)
+		b = append(b, "}}"...)
+		if len(b) > 1<<16 {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	b = append(b, "\n]}\n"...)
+	_, err := w.Write(b)
+	return err
+}
+
+func appendCounter(b []byte, c maps.Counter) []byte {
+	b = append(b, `"packets":`...)
+	b = strconv.AppendUint(b, c.Packets, 10)
+	b = append(b, `,"bytes":`...)
+	return strconv.AppendUint(b, c.Bytes, 10)
+}
+
+func count(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// Bytes formats a byte count for people: whole bytes below 1 KiB, else
+// KiB, MiB, GiB or TiB with one decimal.
+func Bytes(n uint64) string {
+	if n < 1024 {
+		return strconv.FormatUint(n, 10) + " B"
+	}
+	v := float64(n) / 1024
+	unit := 0
+	units := []string{"KiB", "MiB", "GiB", "TiB"}
+	for v >= 1024 && unit < len(units)-1 {
+		v /= 1024
+		unit++
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " " + units[unit]
+}
+
+// table is a table of text with a header, the first column aligned left and
+// the others right.
+type table struct {
+	header []string
+	rows   [][]string
+}
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) write(w io.Writer) error {
+	widths := make([]int, len(t.header))
+	for _, row := range append([][]string{t.header}, t.rows...) {
+		for i, cell := range row {
+			widths[i] = max(widths[i], len(cell))
+		}
+	}
+	var b []byte
+	for _, row := range append([][]string{t.header}, t.rows...) {
+		for i, cell := range row {
+			pad := widths[i] - len(cell)
+			if i > 0 {
+				b = append(b, "  "...)
+				b = appendSpaces(b, pad)
+			}
+			b = append(b, cell...)
+			if i == 0 {
+				b = appendSpaces(b, pad)
+			}
+		}
+		b = append(b, '\n')
+		if len(b) > 1<<16 {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+func appendSpaces(b []byte, n int) []byte {
+	for range n {
+		b = append(b, ' ')
+	}
+	return b
+}
