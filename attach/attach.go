@@ -283,8 +283,15 @@ func Detach(a *Attachment) error {
 				return fmt.Errorf("detach from %s: %w", a.Ifname, err)
 			}
 		}
+	} else if l, err := link.LoadPinnedLink(a.pin, nil); err == nil {
+		// Removing the pin would destroy the link, and detach it, only
+		// later, from a kernel work queue: detach it now.
+		err := l.Detach()
+		l.Close()
+		if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("detach from %s: %w", a.Ifname, err)
+		}
 	}
-	// Removing a link's last pin destroys the link, which detaches it.
 	if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", a.pin, err)
 	}

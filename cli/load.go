@@ -24,14 +24,14 @@ func (c *Context) openOrCreate(cp Capacity) (*maps.Set, error) {
 	if cp.MaxRules == 0 {
 		return nil, errors.New("--max-rules 0 makes maps that hold nothing: give at least 1")
 	}
-	set, err := maps.OpenOrCreate(c.Dir, cp.MaxRules)
-	if err != nil {
-		return nil, err
-	}
+	return maps.OpenOrCreate(c.Dir, cp.MaxRules)
+}
+
+// created tells that the command created the maps, once it succeeded.
+func (c *Context) created(set *maps.Set) {
 	if set.Created {
-		c.Notice("created the maps in %s, holding %d rules per address family", c.Dir, cp.MaxRules)
+		c.Notice("created the maps in %s, holding %d rules per address family", c.Dir, set.RulesV4.MaxEntries())
 	}
-	return set, nil
 }
 
 // LoadCmd attaches the program to an interface.
@@ -65,27 +65,34 @@ func (l *LoadCmd) Run(c *Context) (err error) {
 	if err := ifc.CheckFree(); err != nil {
 		return err
 	}
+	var obj *ebpf.CollectionSpec
+	if l.Object != "" {
+		if obj, err = readObject(l.Object); err != nil {
+			return err
+		}
+	}
 	set, err := c.openOrCreate(l.Capacity)
 	if err != nil {
 		return err
 	}
 	defer set.Close()
-	a, err := l.load(c, ifc, set)
+	a, err := l.load(c, ifc, set, obj)
 	if err != nil {
 		if set.Created {
 			c.removeIfUnused()
 		}
 		return err
 	}
+	c.created(set)
 	fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
 	return nil
 }
 
-func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set) (*attach.Attachment, error) {
+func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
 	var p *ebpf.Program
 	var err error
-	if l.Object != "" {
-		p, err = loadObject(l.Object, set)
+	if obj != nil {
+		p, err = loadObject(l.Object, obj, set)
 	} else {
 		hook, linear := prog.XDPHook()
 		if linear {
@@ -116,45 +123,62 @@ func how(a *attach.Attachment) string {
 	return fmt.Sprintf("%s mode, %s, program id %d", a.Mode, method, a.ProgID)
 }
 
-// loadObject loads the program in section "xdp" of a BPF ELF file against
-// the pinned maps.
-func loadObject(file string, set *maps.Set) (*ebpf.Program, error) {
-	fix := "give an ELF file with an XDP program in section 'xdp' using the maps rules_v4, rules_v6, stats_v4 and stats_v6"
+// objectFix is what to do about an unusable --object file.
+const objectFix = "give an ELF file with an XDP program in section 'xdp' using the maps rules_v4, rules_v6, stats_v4 and stats_v6"
+
+// readObject reads a BPF ELF file and checks that it has an XDP program in
+// section "xdp" and traffic_meter's maps. Only that program is kept.
+func readObject(file string) (*ebpf.CollectionSpec, error) {
 	spec, err := ebpf.LoadCollectionSpec(file)
 	if err != nil {
-		return nil, fmt.Errorf("read BPF object: %v: %s", err, fix)
+		return nil, fmt.Errorf("read BPF object: %v: %s", err, objectFix)
 	}
-	var name string
+	found := false
 	for n, p := range spec.Programs {
-		if p.SectionName == "xdp" && p.Type == ebpf.XDP {
-			name = n
+		if p.SectionName == "xdp" && p.Type == ebpf.XDP && !found {
+			found = true
 		} else {
 			delete(spec.Programs, n)
 		}
 	}
-	if name == "" {
-		return nil, fmt.Errorf("%s has no XDP program in section 'xdp': %s", file, fix)
+	if !found {
+		return nil, fmt.Errorf("%s has no XDP program in section 'xdp': %s", file, objectFix)
 	}
 	want := maps.Spec(1)
 	for _, n := range maps.Names {
 		ms, ok := spec.Maps[n]
 		if !ok {
-			return nil, fmt.Errorf("%s has no map %s: %s", file, n, fix)
+			return nil, fmt.Errorf("%s has no map %s: %s", file, n, objectFix)
 		}
-		w := want[n]
-		if ms.Type != w.Type || ms.KeySize != w.KeySize || ms.ValueSize != w.ValueSize {
+		if w := want[n]; ms.Type != w.Type || ms.KeySize != w.KeySize || ms.ValueSize != w.ValueSize {
 			return nil, fmt.Errorf("map %s in %s is a %s with %d-byte keys and %d-byte values, not a %s with %d-byte keys and %d-byte values: %s",
-				n, file, ms.Type, ms.KeySize, ms.ValueSize, w.Type, w.KeySize, w.ValueSize, fix)
+				n, file, ms.Type, ms.KeySize, ms.ValueSize, w.Type, w.KeySize, w.ValueSize, objectFix)
 		}
+	}
+	return spec, nil
+}
+
+// loadObject loads the program of an object read by readObject against the
+// pinned maps.
+func loadObject(file string, spec *ebpf.CollectionSpec, set *maps.Set) (*ebpf.Program, error) {
+	for _, n := range maps.Names {
 		// Capacity and flags are the pinned maps'.
-		ms.MaxEntries, ms.Flags = set.Map(n).MaxEntries(), set.Map(n).Flags()
+		spec.Maps[n].MaxEntries, spec.Maps[n].Flags = set.Map(n).MaxEntries(), set.Map(n).Flags()
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: set.Replacements()})
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %v: %s", file, err, fix)
+		return nil, fmt.Errorf("load %s: %v: %s", file, err, objectFix)
 	}
 	defer coll.Close()
-	return coll.DetachProgram(name), nil
+	return coll.DetachProgram(programName(spec)), nil
+}
+
+// programName returns the name of the one program readObject keeps.
+func programName(spec *ebpf.CollectionSpec) string {
+	for n := range spec.Programs {
+		return n
+	}
+	return ""
 }
 
 // UnloadCmd detaches the program from an interface.

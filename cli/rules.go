@@ -40,6 +40,7 @@ func (a *AddCmd) Run(c *Context) (err error) {
 		}
 		return err
 	}
+	c.created(set)
 	if added {
 		fmt.Fprintf(c.Stdout, "added %s\n", r)
 	} else {
@@ -131,6 +132,7 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 		}
 		return fmt.Errorf("%v; nothing was imported", err)
 	}
+	c.created(set)
 	fmt.Fprintf(c.Stdout, "imported %d rules (%d new), skipped %d\n", len(rules), added, skipped)
 	return nil
 }

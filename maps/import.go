@@ -2,6 +2,7 @@ package maps
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/cilium/ebpf"
 )
@@ -10,7 +11,8 @@ import (
 // entries that are missing, then the rules that are missing, in batches of
 // map updates (one update at a time where the kernel cannot batch). Rules
 // that exist keep their counters, and a rule may be given more than once.
-// It returns how many rules were new.
+// It returns how many rules were new. The caller must hold the pin
+// directory's Lock.
 //
 // It is all or nothing: when anything fails, a full map included, the rules
 // and stats entries this call made are removed again.
@@ -40,22 +42,44 @@ func (s *Set) AddRules(rules []Rule) (added int, err error) {
 // It returns how many rules were new and a function that takes out again
 // what it made; on error it has done that already.
 func addMany[K key](f family[K], keys []K) (added int, undo func(), err error) {
-	ncpu := ebpf.MustPossibleCPU()
-	zero := make([]Stats, min(len(keys), batchSize)*ncpu)
-	newStats, err := insertNew(f.stats, keys, func(batch []K) []Stats { return zero[:len(batch)*ncpu] })
+	existing, err := f.statsKeys()
 	if err != nil {
-		deleteKeys(f.stats, newStats)
+		return 0, nil, err
+	}
+	// Rules whose stats entry is missing are new; the others are new too
+	// if the trie lacks them (left behind by an interrupted delete).
+	var newStats, newRules []K
+	seen := make(map[K]bool, len(keys))
+	for _, k := range keys {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if !existing[k] {
+			newStats = append(newStats, k)
+			newRules = append(newRules, k)
+		} else if has, err := f.has(k); err != nil {
+			return 0, nil, err
+		} else if !has {
+			newRules = append(newRules, k)
+		}
+	}
+	ncpu := ebpf.MustPossibleCPU()
+	zero := make([]Stats, min(len(newStats), batchSize)*ncpu)
+	made, err := update(f.stats, newStats, func(batch []K) []Stats { return zero[:len(batch)*ncpu] })
+	if err != nil {
+		deleteKeys(f.stats, newStats[:made])
 		return 0, nil, fullOr(err, f.stats, "create stats entries")
 	}
-	prefixlens := make([]uint32, min(len(keys), batchSize))
-	newRules, err := insertNew(f.rules, keys, func(batch []K) []uint32 {
+	prefixlens := make([]uint32, min(len(newRules), batchSize))
+	made, err = update(f.rules, newRules, func(batch []K) []uint32 {
 		for i, k := range batch {
 			prefixlens[i] = uint32(k.Rule().Bits())
 		}
 		return prefixlens[:len(batch)]
 	})
 	undo = func() {
-		deleteKeys(f.rules, newRules)
+		deleteKeys(f.rules, newRules[:made])
 		deleteKeys(f.stats, newStats)
 	}
 	if err != nil {
@@ -65,37 +89,52 @@ func addMany[K key](f family[K], keys []K) (added int, undo func(), err error) {
 	return len(newRules), undo, nil
 }
 
-// insertNew inserts every key that m does not hold yet, with the values
-// that values gives for a batch of keys (as many per key as the map has
-// per key), and returns the keys it inserted, also on error.
-func insertNew[K key, V any](m *ebpf.Map, keys []K, values func(batch []K) []V) ([]K, error) {
-	var inserted []K
-	opts := &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateNoExist)}
-	for len(keys) > 0 {
-		batch := keys[:min(len(keys), batchSize)]
-		vals := values(batch)
-		n, err := m.BatchUpdate(batch, vals, opts)
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			n, err = updateEach(m, batch, vals)
+// statsKeys reads the keys of the stats table, in batches.
+func (f family[K]) statsKeys() (map[K]bool, error) {
+	ncpu := ebpf.MustPossibleCPU()
+	keys := make([]K, batchSize)
+	values := make([]Stats, batchSize*ncpu)
+	set := make(map[K]bool)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := f.stats.BatchLookup(&cursor, keys, values, nil)
+		for _, k := range keys[:n] {
+			set[k] = true
 		}
-		inserted = append(inserted, batch[:n]...)
-		switch {
-		case errors.Is(err, ebpf.ErrKeyExist):
-			n++ // the key at n exists: keep it as it is
-		case err != nil:
-			return inserted, err
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return set, nil
 		}
-		keys = keys[n:]
+		if err != nil {
+			return nil, fmt.Errorf("read stats: %w", err)
+		}
 	}
-	return inserted, nil
 }
 
-// updateEach inserts keys one at a time, stopping at the first error, and
-// returns how many it inserted, as a batch update does.
+// update writes keys to m with the values that values gives for a batch of
+// keys (as many per key as m has per key), in batches where the kernel can,
+// and returns how many keys it wrote, also on error: keys[:n] are written.
+func update[K key, V any](m *ebpf.Map, keys []K, values func(batch []K) []V) (n int, err error) {
+	for n < len(keys) {
+		batch := keys[n:min(len(keys), n+batchSize)]
+		vals := values(batch)
+		done, err := m.BatchUpdate(batch, vals, nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			done, err = updateEach(m, batch, vals)
+		}
+		n += done
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// updateEach writes keys one at a time, stopping at the first error, and
+// returns how many it wrote, as a batch update does.
 func updateEach[K key, V any](m *ebpf.Map, keys []K, vals []V) (int, error) {
 	per := len(vals) / len(keys)
 	for i, k := range keys {
-		if err := m.Update(k, vals[i*per:(i+1)*per], ebpf.UpdateNoExist); err != nil {
+		if err := m.Update(k, vals[i*per:(i+1)*per], ebpf.UpdateAny); err != nil {
 			return i, err
 		}
 	}
