@@ -1,0 +1,98 @@
+package watch
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"time"
+
+	"github.com/traffic-meter/traffic_meter/maps"
+)
+
+// Reading is one read of the maps and of the loaded interfaces.
+type Reading struct {
+	Stats      []maps.RuleStats
+	Interfaces []string
+}
+
+// Config says what Run reads, how often, and how it draws.
+type Config struct {
+	// Read reads the maps and interfaces; an error ends Run.
+	Read func() (Reading, error)
+	// Interval is the time between readings.
+	Interval time.Duration
+	// Order and Top pick and sort the rows shown.
+	Order Order
+	Top   int
+	// Terminal redraws each block in place on a terminal. Otherwise the
+	// blocks follow one another, separated by a blank line.
+	Terminal bool
+	// Height, when set on a terminal, gives the terminal's height in
+	// lines, so that a block never scrolls off the screen.
+	Height func() int
+}
+
+// ANSI sequences for the terminal view.
+const (
+	home       = "\x1b[H" // cursor to the top left
+	clearBelow = "\x1b[J" // erase from the cursor to the end of screen
+	clearLine  = "\x1b[K" // erase to the end of the line
+	hideCursor = "\x1b[?25l"
+	showCursor = "\x1b[?25h"
+)
+
+// Run draws a block now and then every interval, until ctx is done (then
+// it returns nil) or a read or write fails.
+func Run(ctx context.Context, w io.Writer, c Config) error {
+	if c.Terminal {
+		io.WriteString(w, hideCursor+"\x1b[2J")
+		defer io.WriteString(w, showCursor)
+	}
+	tick := time.NewTicker(c.Interval)
+	defer tick.Stop()
+	var m Meter
+	for first := true; ; first = false {
+		r, err := c.Read()
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		rows := m.Next(now, r.Stats)
+		Sort(rows, c.Order)
+		top := c.Top
+		if c.Terminal && c.Height != nil {
+			// Leave room for the header, the heading and the cursor line.
+			if fit := max(c.Height()-3, 1); top <= 0 || fit < top {
+				top = fit
+			}
+		}
+		var b bytes.Buffer
+		Render(&b, Header{Time: now, Rules: len(rows), Interfaces: r.Interfaces}, Top(rows, top))
+		if err := draw(w, b.Bytes(), c.Terminal, first); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// draw writes a block: over the last one on a terminal, else after it.
+func draw(w io.Writer, block []byte, terminal, first bool) error {
+	var b bytes.Buffer
+	switch {
+	case terminal:
+		b.WriteString(home)
+		b.Write(bytes.ReplaceAll(block, []byte("\n"), []byte(clearLine+"\n")))
+		b.WriteString(clearBelow)
+	case !first:
+		b.WriteString("\n")
+		b.Write(block)
+	default:
+		b.Write(block)
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
