@@ -18,6 +18,7 @@ import (
 	"github.com/alecthomas/kong"
 	"golang.org/x/sys/unix"
 
+	"github.com/traffic-meter/traffic_meter/exporter"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -32,6 +33,8 @@ type CLI struct {
 	Import ImportCmd `cmd:"" help:"Add the rules of a JSON array of addresses and CIDRs."`
 	List   ListCmd   `cmd:"" help:"List the rules, IPv4 then IPv6."`
 	Stats  StatsCmd  `cmd:"" help:"Show the packets and bytes counted per rule."`
+
+	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
 }
 
 // Globals are the flags every command accepts.
@@ -65,7 +68,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	parser, err := kong.New(&root,
 		kong.Name("traffic_meter"),
 		kong.Description("Count packets and bytes per IP address or CIDR with XDP."),
-		kong.Vars{"default_pin": maps.DefaultPinDir, "default_max_rules": strconv.Itoa(maps.DefaultMaxRules)},
+		kong.Vars{"default_pin": maps.DefaultPinDir, "default_max_rules": strconv.Itoa(maps.DefaultMaxRules), "default_listen": exporter.DefaultListen},
 		kong.Writers(out, stderr),
 		kong.Exit(func(code int) { panic(exit(code)) }),
 		kong.Bind(ctx),

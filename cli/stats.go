@@ -14,10 +14,17 @@ import (
 type StatsCmd struct {
 	IPAddress string `name:"ip-address" placeholder:"X" help:"Show only this rule (the rule itself, not the longest matching one)."`
 	JSON      bool   `name:"json" help:"Print JSON with exact integers."`
+	WatchFlags
 }
 
 // Run prints the stats of every rule, or of one.
 func (s *StatsCmd) Run(c *Context) error {
+	if err := s.check(s.JSON); err != nil {
+		return err
+	}
+	if s.live() {
+		return s.show(c, s.read)
+	}
 	set, err := c.open()
 	if err != nil {
 		return err
@@ -27,6 +34,7 @@ func (s *StatsCmd) Run(c *Context) error {
 	if err != nil {
 		return err
 	}
+	rows = s.rank(rows)
 	if s.JSON {
 		return writeStatsJSON(c.Stdout, rows)
 	}

@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/maps"
+	"github.com/traffic-meter/traffic_meter/watch"
+)
+
+// WatchFlags are the stats flags for watching and ranking rules.
+type WatchFlags struct {
+	Watch    bool          `name:"watch" help:"Refresh the stats every --interval, with packet and bit rates, until Ctrl-C."`
+	Interval time.Duration `name:"interval" default:"1s" placeholder:"D" help:"Time between refreshes with --watch, and over which --sort rate measures (${default})."`
+	Sort     string        `name:"sort" placeholder:"ORDER" help:"Sort by rate, bytes or packets, largest first (--watch: rate; else by rule). Without --watch, rate measures over --interval and shows the --watch view once."`
+	Top      int           `name:"top" placeholder:"N" help:"Show only the first N rules."`
+}
+
+// check checks the flags; json is --json.
+func (w *WatchFlags) check(json bool) error {
+	if w.Interval <= 0 {
+		return fmt.Errorf("--interval %s is not positive: give a duration such as 500ms or 2s", w.Interval)
+	}
+	if w.Top < 0 {
+		return fmt.Errorf("--top %d is negative: give a number of rules", w.Top)
+	}
+	if w.Sort != "" {
+		if _, err := watch.ParseOrder(w.Sort); err != nil {
+			return err
+		}
+	}
+	if json && w.live() {
+		return errors.New("--json has no rates: leave out --watch and --sort rate, or leave out --json")
+	}
+	return nil
+}
+
+// live reports whether the output is the --watch view: live, or once
+// after measuring the rates.
+func (w *WatchFlags) live() bool { return w.Watch || w.Sort == string(watch.ByRate) }
+
+// rank sorts rows by --sort (bytes or packets) and keeps --top of them.
+func (w *WatchFlags) rank(rows []maps.RuleStats) []maps.RuleStats {
+	if w.Sort != "" {
+		slices.SortStableFunc(rows, func(a, b maps.RuleStats) int {
+			ta, tb := a.Stats.Total(), b.Stats.Total()
+			if w.Sort == string(watch.ByPackets) {
+				return cmp.Or(cmp.Compare(tb.Packets, ta.Packets), cmp.Compare(tb.Bytes, ta.Bytes))
+			}
+			return cmp.Or(cmp.Compare(tb.Bytes, ta.Bytes), cmp.Compare(tb.Packets, ta.Packets))
+		})
+	}
+	if w.Top > 0 && w.Top < len(rows) {
+		rows = rows[:w.Top]
+	}
+	return rows
+}
+
+// show runs the --watch view: live until Ctrl-C, or once after one
+// interval. read reads the stats to show.
+func (w *WatchFlags) show(c *Context, read func(*maps.Set) ([]maps.RuleStats, error)) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	order := watch.ByRate
+	if w.Sort != "" {
+		order = watch.Order(w.Sort)
+	}
+	out := flushWriter{c.Stdout}
+	cfg := watch.Config{Read: c.reader(read), Interval: w.Interval, Order: order, Top: w.Top}
+	if !w.Watch {
+		return w.once(ctx, out, cfg)
+	}
+	fd := int(os.Stdout.Fd())
+	if cfg.Terminal = term.IsTerminal(fd); cfg.Terminal {
+		cfg.Height = func() int {
+			_, h, err := term.GetSize(fd)
+			if err != nil {
+				return 24
+			}
+			return h
+		}
+	}
+	return watch.Run(ctx, out, cfg)
+}
+
+// once reads twice, an interval apart, and shows the second reading.
+func (w *WatchFlags) once(ctx context.Context, out io.Writer, cfg watch.Config) error {
+	var m watch.Meter
+	first, err := cfg.Read()
+	if err != nil {
+		return err
+	}
+	m.Next(time.Now(), first.Stats)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(cfg.Interval):
+	}
+	r, err := cfg.Read()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	rows := m.Next(now, r.Stats)
+	watch.Sort(rows, cfg.Order)
+	return watch.Render(out, watch.Header{Time: now, Rules: len(rows), Interfaces: r.Interfaces}, watch.Top(rows, cfg.Top))
+}
+
+// reader returns a function reading the maps (opened afresh each time,
+// so that maps removed and made again are followed) and the interfaces.
+// Once a reading succeeded, maps that are gone read as no rules.
+func (c *Context) reader(read func(*maps.Set) ([]maps.RuleStats, error)) func() (watch.Reading, error) {
+	started := false
+	return func() (watch.Reading, error) {
+		var r watch.Reading
+		set, err := maps.Open(c.Dir)
+		switch {
+		case errors.Is(err, maps.ErrNotLoaded) && started:
+		case errors.Is(err, maps.ErrNotLoaded):
+			return r, c.notLoaded()
+		case err != nil:
+			return r, err
+		default:
+			r.Stats, err = read(set)
+			set.Close()
+			if err != nil {
+				return r, err
+			}
+		}
+		started = true
+		ifaces, err := attach.List(c.Dir)
+		if err != nil {
+			return r, err
+		}
+		for _, a := range ifaces {
+			r.Interfaces = append(r.Interfaces, fmt.Sprintf("%s (%s)", a.Ifname, a.Mode))
+		}
+		return r, nil
+	}
+}
+
+// flushWriter flushes the command's buffered output after every write, so
+// that each block of the --watch view shows at once.
+type flushWriter struct{ w io.Writer }
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if fl, ok := f.w.(interface{ Flush() error }); ok && err == nil {
+		err = fl.Flush()
+	}
+	return n, err
+}
