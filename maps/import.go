@@ -3,8 +3,10 @@ package maps
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // AddRules adds many rules at once, as Add adds one: first the stats
@@ -113,7 +115,13 @@ func (f family[K]) statsKeys() (map[K]bool, error) {
 // update writes keys to m with the values that values gives for a batch of
 // keys (as many per key as m has per key), in batches where the kernel can,
 // and returns how many keys it wrote, also on error: keys[:n] are written.
+//
+// A map that is not preallocated takes each new entry's memory from caches
+// the kernel refills in the background, and a burst of updates can find
+// them empty (ENOMEM): update waits for the refill, giving up only when no
+// entry could be added for a while.
 func update[K key, V any](m *ebpf.Map, keys []K, values func(batch []K) []V) (n int, err error) {
+	stalled := time.Duration(0)
 	for n < len(keys) {
 		batch := keys[n:min(len(keys), n+batchSize)]
 		vals := values(batch)
@@ -122,12 +130,24 @@ func update[K key, V any](m *ebpf.Map, keys []K, values func(batch []K) []V) (n 
 			done, err = updateEach(m, batch, vals)
 		}
 		n += done
+		if done > 0 {
+			stalled = 0
+		}
+		if errors.Is(err, unix.ENOMEM) && stalled < refillWait {
+			time.Sleep(time.Millisecond)
+			stalled += time.Millisecond
+			continue
+		}
 		if err != nil {
 			return n, err
 		}
 	}
 	return n, nil
 }
+
+// refillWait is how long update waits for the kernel to find memory for
+// one more entry.
+const refillWait = 5 * time.Second
 
 // updateEach writes keys one at a time, stopping at the first error, and
 // returns how many it wrote, as a batch update does.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -51,7 +52,7 @@ func (f family[K]) add(r Rule) (bool, error) {
 	k := f.keyOf(r)
 	zero := make([]Stats, ebpf.MustPossibleCPU())
 	newStats := true
-	if err := f.stats.Update(k, zero, ebpf.UpdateNoExist); errors.Is(err, ebpf.ErrKeyExist) {
+	if err := retryNoMem(func() error { return f.stats.Update(k, zero, ebpf.UpdateNoExist) }); errors.Is(err, ebpf.ErrKeyExist) {
 		newStats = false
 	} else if err != nil {
 		return false, fullOr(err, f.stats, "create stats entry of "+r.String())
@@ -63,13 +64,32 @@ func (f family[K]) add(r Rule) (bool, error) {
 		}
 		return false, err
 	}
-	if err := f.rules.Update(k, uint32(r.Bits()), ebpf.UpdateAny); err != nil {
+	if err := retryNoMem(func() error { return f.rules.Update(k, uint32(r.Bits()), ebpf.UpdateAny) }); err != nil {
 		if newStats {
 			f.stats.Delete(k)
 		}
 		return false, fullOr(err, f.rules, "add rule "+r.String())
 	}
 	return !existed, nil
+}
+
+// The kernel allocates the entries of maps that are not preallocated from
+// per-CPU caches that it refills in the background, so a burst of inserts
+// from user space can meet ENOMEM while memory is plentiful. Such an insert
+// is tried again, after a pause, this many times.
+const (
+	noMemRetries = 200
+	noMemPause   = time.Millisecond
+)
+
+// retryNoMem runs an insert, again while it fails with ENOMEM.
+func retryNoMem(insert func() error) error {
+	err := insert()
+	for i := 0; i < noMemRetries && errors.Is(err, unix.ENOMEM); i++ {
+		time.Sleep(noMemPause)
+		err = insert()
+	}
+	return err
 }
 
 // fullOr turns a map's "no room" error (E2BIG from a hash, ENOSPC from a

@@ -76,6 +76,21 @@ func Open(dir string) (*Set, error) { return open(dir, 0) }
 // hold the directory's Lock.
 func OpenOrCreate(dir string, maxRules uint32) (*Set, error) { return open(dir, maxRules) }
 
+// Create makes a set of unpinned maps, each holding up to maxRules
+// entries: a private set for tests and benchmarks of the program.
+func Create(maxRules uint32) (*Set, error) {
+	s := &Set{Created: true}
+	for n, spec := range Spec(maxRules) {
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("create map %s: %w", n, err)
+		}
+		s.setMap(n, m)
+	}
+	return s, nil
+}
+
 // open opens the set in dir, creating missing maps when maxRules > 0.
 func open(dir string, maxRules uint32) (*Set, error) {
 	s := &Set{Dir: dir}
