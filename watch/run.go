@@ -25,7 +25,7 @@ type Config struct {
 	Order Order
 	Top   int
 	// Terminal redraws each block in place on a terminal. Otherwise the
-	// blocks follow one another, separated by a blank line.
+	// blocks follow one another, each ended by a blank line.
 	Terminal bool
 	// Height, when set on a terminal, gives the terminal's height in
 	// lines, so that a block never scrolls off the screen.
@@ -51,7 +51,7 @@ func Run(ctx context.Context, w io.Writer, c Config) error {
 	tick := time.NewTicker(c.Interval)
 	defer tick.Stop()
 	var m Meter
-	for first := true; ; first = false {
+	for {
 		r, err := c.Read()
 		if err != nil {
 			return err
@@ -68,7 +68,7 @@ func Run(ctx context.Context, w io.Writer, c Config) error {
 		}
 		var b bytes.Buffer
 		Render(&b, Header{Time: now, Rules: len(rows), Interfaces: r.Interfaces}, Top(rows, top))
-		if err := draw(w, b.Bytes(), c.Terminal, first); err != nil {
+		if err := draw(w, b.Bytes(), c.Terminal); err != nil {
 			return err
 		}
 		select {
@@ -79,19 +79,17 @@ func Run(ctx context.Context, w io.Writer, c Config) error {
 	}
 }
 
-// draw writes a block: over the last one on a terminal, else after it.
-func draw(w io.Writer, block []byte, terminal, first bool) error {
+// draw writes a block: over the last one on a terminal, else followed by
+// a blank line, which tells a reader that the block is complete.
+func draw(w io.Writer, block []byte, terminal bool) error {
 	var b bytes.Buffer
-	switch {
-	case terminal:
+	if terminal {
 		b.WriteString(home)
 		b.Write(bytes.ReplaceAll(block, []byte("\n"), []byte(clearLine+"\n")))
 		b.WriteString(clearBelow)
-	case !first:
+	} else {
+		b.Write(block)
 		b.WriteString("\n")
-		b.Write(block)
-	default:
-		b.Write(block)
 	}
 	_, err := w.Write(b.Bytes())
 	return err

@@ -206,8 +206,8 @@ func TestRun(t *testing.T) {
 			if strings.Contains(out, "\x1b") {
 				t.Errorf("escape sequences on a pipe: %q", out)
 			}
-			blocks := strings.Split(out, "\n\n")
-			if len(blocks) != 3 {
+			blocks := strings.Split(strings.TrimSuffix(out, "\n\n"), "\n\n")
+			if len(blocks) != 3 || !strings.HasSuffix(out, "\n\n") {
 				t.Fatalf("got %d blocks, want 3:\n%s", len(blocks), out)
 			}
 			for i, b := range blocks {
