@@ -1,0 +1,345 @@
+package maps
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
+)
+
+// TestLayout pins the binary layout of keys and values to the spec:
+// {u32 prefixlen; u8 addr[N]} in host byte order with the address in
+// network order, and {in: {packets, bytes}, out: {packets, bytes}} as u64.
+func TestLayout(t *testing.T) {
+	tests := []struct {
+		name  string
+		value any
+		want  []byte
+	}{
+		{"Key4", Key4Of(netip.MustParsePrefix("10.1.0.0/16")), append(u32(16), 10, 1, 0, 0)},
+		{"Key6", Key6Of(netip.MustParsePrefix("2001:db8::/32")),
+			append(u32(32), 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)},
+		{"Stats", Stats{In: Counter{1, 2}, Out: Counter{3, 4}}, bytes.Join([][]byte{u64(1), u64(2), u64(3), u64(4)}, nil)},
+	}
+	for _, tt := range tests {
+		got, err := binary.Append(nil, binary.NativeEndian, tt.value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, tt.want) {
+			t.Errorf("%s encodes as % x, want % x", tt.name, got, tt.want)
+		}
+	}
+	if InPacketsOff != 0 || InBytesOff != 8 || OutPacketsOff != 16 || OutBytesOff != 24 {
+		t.Error("counter offsets do not match the Stats layout")
+	}
+}
+
+func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+func u64(v uint64) []byte { return binary.NativeEndian.AppendUint64(nil, v) }
+
+// TestSpec checks the map types, sizes, capacity and that nothing is
+// preallocated.
+func TestSpec(t *testing.T) {
+	want := map[string]struct {
+		typ      ebpf.MapType
+		key, val uint32
+	}{
+		RulesV4Name: {ebpf.LPMTrie, 8, 4},
+		RulesV6Name: {ebpf.LPMTrie, 20, 4},
+		StatsV4Name: {ebpf.PerCPUHash, 8, 32},
+		StatsV6Name: {ebpf.PerCPUHash, 20, 32},
+	}
+	specs := Spec(DefaultMaxRules)
+	if len(specs) != len(want) || len(Names) != len(want) {
+		t.Fatalf("%d specs, %d names, want %d", len(specs), len(Names), len(want))
+	}
+	for name, w := range want {
+		s := specs[name]
+		if s.Name != name || s.Type != w.typ || s.KeySize != w.key || s.ValueSize != w.val {
+			t.Errorf("%s: %v", name, s)
+		}
+		if s.MaxEntries < 1_000_000 || s.Flags&unix.BPF_F_NO_PREALLOC == 0 {
+			t.Errorf("%s: capacity %d, flags %#x: want at least 1,000,000 and no preallocation", name, s.MaxEntries, s.Flags)
+		}
+	}
+}
+
+var dirSeq int
+
+// pinDir returns a fresh pin directory path on bpffs, removed at the end.
+func pinDir(t *testing.T) string {
+	t.Helper()
+	testnet.RequireRoot(t)
+	dirSeq++
+	dir := fmt.Sprintf("/sys/fs/bpf/tm-maps-test-%d-%d", os.Getpid(), dirSeq)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// create locks dir and opens or creates the set in it.
+func create(t *testing.T, dir string, maxRules uint32) *Set {
+	t.Helper()
+	l, _, err := LockDir(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	s, err := OpenOrCreate(dir, maxRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestPinnedSet(t *testing.T) {
+	dir := pinDir(t)
+	if _, err := Open(dir); !errors.Is(err, ErrNotLoaded) {
+		t.Fatalf("Open before any create: %v, want ErrNotLoaded", err)
+	}
+	if _, _, err := LockDir(dir, false); !errors.Is(err, ErrNotLoaded) {
+		t.Fatalf("LockDir without create: %v, want ErrNotLoaded", err)
+	}
+	first := create(t, dir, 1000)
+	if !first.Created {
+		t.Fatal("first OpenOrCreate did not create")
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("pin directory: %v, %v: want root-only", fi.Mode(), err)
+	}
+	again := create(t, dir, 5000)
+	opened, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
+	for _, s := range []*Set{again, opened} {
+		if s.Created {
+			t.Fatal("a second open created maps")
+		}
+		for _, n := range Names {
+			if id(t, s.Map(n)) != id(t, first.Map(n)) {
+				t.Fatalf("%s: a second open found another map", n)
+			}
+			// The capacity is the first creator's.
+			if s.Map(n).MaxEntries() != 1000 {
+				t.Fatalf("%s holds %d, want 1000", n, s.Map(n).MaxEntries())
+			}
+		}
+	}
+	if err := Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pin directory left after Remove: %v", err)
+	}
+}
+
+func id(t *testing.T, m *ebpf.Map) ebpf.MapID {
+	info, err := m.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, _ := info.ID()
+	return i
+}
+
+// TestOtherVersion pins maps whose layout differs from this binary's, one
+// way at a time, and checks they are refused with a clear error.
+func TestOtherVersion(t *testing.T) {
+	changes := map[string]func(*ebpf.MapSpec){
+		"value size": func(s *ebpf.MapSpec) { s.ValueSize = 16 },
+		"key size":   func(s *ebpf.MapSpec) { s.KeySize = 12 },
+		"type":       func(s *ebpf.MapSpec) { s.Type = ebpf.Hash },
+		"flags":      func(s *ebpf.MapSpec) { s.Flags = 0 },
+	}
+	for what, change := range changes {
+		t.Run(what, func(t *testing.T) {
+			dir := pinDir(t)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			spec := Spec(100)[StatsV4Name].Copy()
+			change(spec)
+			if spec.Type == ebpf.Hash {
+				spec.ValueSize = 32
+			}
+			m, err := ebpf.NewMap(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			if err := m.Pin(filepath.Join(dir, StatsV4Name)); err != nil {
+				t.Fatal(err)
+			}
+			for _, open := range []func() (*Set, error){
+				func() (*Set, error) { return Open(dir) },
+				func() (*Set, error) { return OpenOrCreate(dir, 100) },
+			} {
+				_, err := open()
+				if err == nil || !strings.Contains(err.Error(), "another traffic_meter version") || !strings.Contains(err.Error(), dir) {
+					t.Fatalf("got %v, want an error naming the other version and %s", err, dir)
+				}
+			}
+			// Nothing was created beside the foreign map.
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+				t.Fatalf("%d entries in the pin directory, want just the foreign map", len(entries))
+			}
+		})
+	}
+}
+
+// TestConcurrentCreate has many goroutines (each with its own lock file
+// description, as separate processes have) create the set and add a rule
+// at once: one set comes out, holding every rule.
+func TestConcurrentCreate(t *testing.T) {
+	dir := pinDir(t)
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			l, _, err := LockDir(dir, true)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer l.Unlock()
+			s, err := OpenOrCreate(dir, 100)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			_, err = s.Add(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32))
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := create(t, dir, 100)
+	rules, err := s.Rules()
+	if err != nil || len(rules) != n {
+		t.Fatalf("%d rules (%v), want %d", len(rules), err, n)
+	}
+}
+
+func TestNotOnBPFFS(t *testing.T) {
+	testnet.RequireRoot(t)
+	dir := filepath.Join(t.TempDir(), "pins")
+	_, _, err := LockDir(dir, true)
+	if err == nil || !strings.Contains(err.Error(), "not on a BPF filesystem") {
+		t.Fatalf("got %v, want a not-on-bpffs error", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the directory was created anyway")
+	}
+}
+
+func TestRules(t *testing.T) {
+	testnet.RequireRoot(t)
+	s, err := Create(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := netip.MustParsePrefix
+	for _, r := range []string{"2001:db8::/32", "10.0.0.0/8", "10.0.0.0/16", "192.0.2.1/32", "::/0"} {
+		if added, err := s.Add(p(r)); err != nil || !added {
+			t.Fatalf("add %s: %v, %v", r, added, err)
+		}
+	}
+	rules, err := s.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(rules), "[10.0.0.0/8 10.0.0.0/16 192.0.2.1/32 ::/0 2001:db8::/32]"; got != want {
+		t.Fatalf("rules %s, want %s", got, want)
+	}
+
+	// Counters survive a re-add and go with a delete.
+	counted := []Stats{{In: Counter{1, 100}}, {Out: Counter{2, 300}}}
+	if err := s.StatsV4.Put(Key4Of(p("10.0.0.0/16")), counted[:ebpf.MustPossibleCPU()%2+1]); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := s.Lookup(p("10.0.0.0/16"))
+	if want.Total().Packets == 0 {
+		t.Fatal("no counters to keep")
+	}
+	if added, err := s.Add(p("10.0.0.0/16")); err != nil || added {
+		t.Fatalf("re-add: %v, %v, want not added", added, err)
+	}
+	if got, _ := s.Lookup(p("10.0.0.0/16")); got != want {
+		t.Fatalf("re-add reset the counters: %v, want %v", got, want)
+	}
+	if err := s.Delete(p("10.0.0.0/16")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(p("10.0.0.0/16")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Lookup(p("10.0.0.0/16")); got != (Stats{}) {
+		t.Fatalf("deleted and re-added rule starts at %v, want zero", got)
+	}
+
+	// Exact keys only: a rule inside another is not that rule.
+	for _, r := range []string{"10.1.0.0/16", "10.0.0.0/24", "2001:db8::/48", "192.0.2.0/24"} {
+		if _, err := s.Lookup(p(r)); !errors.Is(err, ErrUnknownRule) {
+			t.Errorf("lookup %s: %v, want ErrUnknownRule", r, err)
+		}
+		if err := s.Delete(p(r)); !errors.Is(err, ErrUnknownRule) {
+			t.Errorf("delete %s: %v, want ErrUnknownRule", r, err)
+		}
+	}
+	all, err := s.Stats()
+	if err != nil || len(all) != len(rules) {
+		t.Fatalf("%d stats entries (%v), want %d", len(all), err, len(rules))
+	}
+}
+
+// TestFull fills the maps and checks that a rule that does not fit leaves
+// nothing behind, alone or in a batch.
+func TestFull(t *testing.T) {
+	testnet.RequireRoot(t)
+	s, err := Create(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := netip.MustParsePrefix
+	for _, r := range []string{"10.0.0.1/32", "10.0.0.2/32"} {
+		if _, err := s.Add(p(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Add(p("10.0.0.3/32")); !errors.Is(err, ErrFull) {
+		t.Fatalf("third rule: %v, want ErrFull", err)
+	}
+	if _, err := s.AddRules([]netip.Prefix{p("10.0.0.1/32"), p("10.0.0.4/32"), p("2001:db8::1/128")}); !errors.Is(err, ErrFull) {
+		t.Fatalf("batch over capacity: %v, want ErrFull", err)
+	}
+	all, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(all); got != "[{10.0.0.1/32 {{0 0} {0 0}}} {10.0.0.2/32 {{0 0} {0 0}}}]" {
+		t.Fatalf("after failed adds: %s", got)
+	}
+}

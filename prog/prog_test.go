@@ -1,0 +1,362 @@
+package prog
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/traffic-meter/traffic_meter/internal/frame"
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/maps"
+)
+
+// xdpPass is the verdict the program must always return.
+const xdpPass = 2
+
+// setup loads the program for a hook against a fresh set of maps holding
+// the given rules.
+func setup(t testing.TB, h Hook, rules ...string) (*ebpf.Program, *maps.Set) {
+	t.Helper()
+	testnet.RequireRoot(t)
+	set, err := maps.Create(maps.DefaultMaxRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { set.Close() })
+	for _, r := range rules {
+		if _, err := set.Add(netip.MustParsePrefix(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := Load(h, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, set
+}
+
+// run runs the program once on a frame and checks that it passed the frame
+// on unchanged.
+func run(t testing.TB, p *ebpf.Program, f []byte) {
+	t.Helper()
+	out := make([]byte, len(f)+256)
+	ret, err := p.Run(&ebpf.RunOptions{Data: f, DataOut: out})
+	if err != nil {
+		t.Fatalf("run on %d-byte frame: %v", len(f), err)
+	}
+	if ret != xdpPass {
+		t.Fatalf("verdict %d, want XDP_PASS", ret)
+	}
+	if !bytes.Equal(out[:len(f)], f) {
+		t.Fatalf("the program changed the frame")
+	}
+}
+
+// counts returns every rule's non-zero stats.
+func counts(t testing.TB, set *maps.Set) map[string]maps.Stats {
+	t.Helper()
+	all, err := set.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]maps.Stats{}
+	for _, rs := range all {
+		if rs.Stats != (maps.Stats{}) {
+			got[rs.Rule.String()] = rs.Stats
+		}
+	}
+	return got
+}
+
+func in(n int) maps.Stats    { return maps.Stats{In: maps.Counter{Packets: 1, Bytes: uint64(n)}} }
+func out(n int) maps.Stats   { return maps.Stats{Out: maps.Counter{Packets: 1, Bytes: uint64(n)}} }
+func inOut(n int) maps.Stats { return in(n).Add(out(n)) }
+
+func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// hooks are the XDP hooks the tests run against.
+var hooks = map[string]Hook{"multi-buffer": XDPMultiBuffer, "linear": XDPLinear}
+
+// TestShapes sends one frame of every shape the spec names through the
+// program and checks the exact counters of every rule afterwards.
+func TestShapes(t *testing.T) {
+	v4 := func(src, dst string) frame.Frame { return frame.Frame{Src: ip(src), Dst: ip(dst), Payload: 18} }
+	v6 := func(src, dst string) frame.Frame { return frame.Frame{Src: ip(src), Dst: ip(dst), Payload: 10} }
+	with := func(f frame.Frame, change func(*frame.Frame)) frame.Frame { change(&f); return f }
+	tcp := func(f *frame.Frame) { f.Proto = frame.TCP }
+	nested4 := []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32"}
+	nested6 := []string{"2001:db8::/32", "2001:db8:1::/48", "2001:db8:1:2::/64",
+		"2001:db8:1:2:8000::/65", "2001:db8:1:2:3::/96", "2001:db8:1:2:3::4/127", "2001:db8:1:2:3::5/128"}
+
+	type want = map[string]func(int) maps.Stats
+	tests := []struct {
+		name  string
+		rules []string
+		frame []byte
+		want  want // by rule, the stats as a function of the frame length
+	}{
+		// Directions.
+		{"ipv4 udp source only", []string{"10.1.2.3/32"}, v4("10.1.2.3", "192.0.2.1").Bytes(), want{"10.1.2.3/32": out}},
+		{"ipv4 tcp destination only", []string{"10.1.2.3/32"}, with(v4("192.0.2.1", "10.1.2.3"), tcp).Bytes(), want{"10.1.2.3/32": in}},
+		{"ipv4 both in one rule", []string{"10.0.0.0/8"}, v4("10.1.2.3", "10.200.0.1").Bytes(), want{"10.0.0.0/8": inOut}},
+		{"ipv4 both in different rules", []string{"10.0.0.0/8", "192.0.2.0/24"}, v4("10.1.2.3", "192.0.2.7").Bytes(),
+			want{"10.0.0.0/8": out, "192.0.2.0/24": in}},
+		{"ipv4 no match", []string{"10.0.0.0/8"}, v4("192.0.2.1", "198.51.100.1").Bytes(), want{}},
+		{"ipv4 no rules", nil, v4("192.0.2.1", "198.51.100.1").Bytes(), want{}},
+		{"ipv4 icmp", []string{"192.0.2.0/24"}, with(v4("192.0.2.1", "198.51.100.1"), func(f *frame.Frame) { f.Proto = frame.ICMP }).Bytes(),
+			want{"192.0.2.0/24": out}},
+		{"ipv6 udp source only", []string{"2001:db8::1/128"}, v6("2001:db8::1", "2001:db8:ffff::1").Bytes(), want{"2001:db8::1/128": out}},
+		{"ipv6 tcp destination only", []string{"2001:db8::1/128"}, with(v6("2001:db8:ffff::1", "2001:db8::1"), tcp).Bytes(),
+			want{"2001:db8::1/128": in}},
+		{"ipv6 both in one rule", []string{"2001:db8::/32"}, v6("2001:db8::1", "2001:db8:ffff::1").Bytes(), want{"2001:db8::/32": inOut}},
+		{"ipv6 both in different rules", []string{"2001:db8::/32", "fd00::/8"}, v6("fd12::1", "2001:db8::9").Bytes(),
+			want{"2001:db8::/32": in, "fd00::/8": out}},
+		{"ipv6 no match", []string{"2001:db8::/32"}, v6("fd00::1", "fd00::2").Bytes(), want{}},
+		{"ipv4 rules do not match ipv6", []string{"0.0.0.0/0"}, v6("::", "::1").Bytes(), want{}},
+		{"ipv6 rules do not match ipv4", []string{"::/0"}, v4("0.0.0.0", "0.0.0.1").Bytes(), want{}},
+
+		// Longest prefix wins; /0 catches the rest.
+		{"ipv4 nested /32 wins", nested4, v4("10.1.2.3", "192.0.2.1").Bytes(), want{"10.1.2.3/32": out}},
+		{"ipv4 nested /24 wins", nested4, v4("10.1.2.4", "192.0.2.1").Bytes(), want{"10.1.2.0/24": out}},
+		{"ipv4 nested /16 wins", nested4, v4("10.1.3.1", "192.0.2.1").Bytes(), want{"10.1.0.0/16": out}},
+		{"ipv4 nested /8 wins", nested4, v4("10.2.0.1", "192.0.2.1").Bytes(), want{"10.0.0.0/8": out}},
+		{"ipv4 nested both ways", nested4, v4("10.1.2.3", "10.1.2.99").Bytes(), want{"10.1.2.3/32": out, "10.1.2.0/24": in}},
+		{"ipv4 /0", append([]string{"0.0.0.0/0"}, nested4...), v4("192.0.2.1", "10.1.3.3").Bytes(),
+			want{"0.0.0.0/0": out, "10.1.0.0/16": in}},
+		{"ipv6 nested /128 wins", nested6, v6("2001:db8:1:2:3::5", "fd00::1").Bytes(), want{"2001:db8:1:2:3::5/128": out}},
+		{"ipv6 nested /127 wins", nested6, v6("2001:db8:1:2:3::4", "fd00::1").Bytes(), want{"2001:db8:1:2:3::4/127": out}},
+		{"ipv6 nested /96 wins", nested6, v6("2001:db8:1:2:3::9", "fd00::1").Bytes(), want{"2001:db8:1:2:3::/96": out}},
+		{"ipv6 nested /65 wins", nested6, v6("2001:db8:1:2:8000::1", "fd00::1").Bytes(), want{"2001:db8:1:2:8000::/65": out}},
+		{"ipv6 nested /64 wins", nested6, v6("2001:db8:1:2:4::1", "fd00::1").Bytes(), want{"2001:db8:1:2::/64": out}},
+		{"ipv6 nested /48 wins", nested6, v6("2001:db8:1:3::1", "fd00::1").Bytes(), want{"2001:db8:1::/48": out}},
+		{"ipv6 nested /32 wins", nested6, v6("2001:db8:2::1", "fd00::1").Bytes(), want{"2001:db8::/32": out}},
+		{"ipv6 /0", append([]string{"::/0"}, nested6...), v6("fd00::1", "2001:db8:1:2:3::5").Bytes(),
+			want{"::/0": out, "2001:db8:1:2:3::5/128": in}},
+
+		// VLAN tags.
+		{"802.1Q ipv4", []string{"10.0.0.0/8"}, with(v4("10.0.0.1", "192.0.2.1"), func(f *frame.Frame) { f.VLANs = []uint16{frame.Q8021} }).Bytes(),
+			want{"10.0.0.0/8": out}},
+		{"802.1AD ipv4", []string{"10.0.0.0/8"}, with(v4("192.0.2.1", "10.0.0.1"), func(f *frame.Frame) { f.VLANs = []uint16{frame.AD8021} }).Bytes(),
+			want{"10.0.0.0/8": in}},
+		{"802.1Q ipv6", []string{"2001:db8::/32"}, with(v6("2001:db8::1", "fd00::1"), func(f *frame.Frame) { f.VLANs = []uint16{frame.Q8021} }).Bytes(),
+			want{"2001:db8::/32": out}},
+		{"802.1AD ipv6", []string{"2001:db8::/32"}, with(v6("fd00::1", "2001:db8::1"), func(f *frame.Frame) { f.VLANs = []uint16{frame.AD8021} }).Bytes(),
+			want{"2001:db8::/32": in}},
+		{"QinQ ipv4", []string{"10.0.0.0/8"}, with(v4("10.0.0.1", "10.0.0.2"), func(f *frame.Frame) { f.VLANs = []uint16{frame.AD8021, frame.Q8021} }).Bytes(),
+			want{"10.0.0.0/8": inOut}},
+		{"QinQ ipv6", []string{"2001:db8::/32"}, with(v6("2001:db8::1", "fd00::1"), func(f *frame.Frame) { f.VLANs = []uint16{frame.Q8021, frame.Q8021} }).Bytes(),
+			want{"2001:db8::/32": out}},
+		{"three tags are not parsed", []string{"10.0.0.0/8"}, with(v4("10.0.0.1", "10.0.0.2"), func(f *frame.Frame) { f.VLANs = []uint16{frame.AD8021, frame.Q8021, frame.Q8021} }).Bytes(),
+			want{}},
+
+		// Header variants.
+		{"ipv4 with 4 bytes of options", []string{"10.0.0.0/8"}, with(v4("10.0.0.1", "192.0.2.1"), func(f *frame.Frame) { f.Options = 4 }).Bytes(),
+			want{"10.0.0.0/8": out}},
+		{"ipv4 with 40 bytes of options", []string{"10.0.0.0/8"}, with(v4("192.0.2.1", "10.0.0.1"), func(f *frame.Frame) { f.Options = 40 }).Bytes(),
+			want{"10.0.0.0/8": in}},
+		{"ipv4 fragment", []string{"10.0.0.0/8"}, with(v4("10.0.0.1", "192.0.2.1"), func(f *frame.Frame) { f.Fragment = true }).Bytes(),
+			want{"10.0.0.0/8": out}},
+		{"ipv6 with extension headers", []string{"2001:db8::/32"}, with(v6("2001:db8::1", "fd00::1"), func(f *frame.Frame) { f.ExtHeaders = 3 }).Bytes(),
+			want{"2001:db8::/32": out}},
+		{"ipv6 fragment", []string{"2001:db8::/32"}, with(v6("fd00::1", "2001:db8::1"), func(f *frame.Frame) { f.Fragment = true }).Bytes(),
+			want{"2001:db8::/32": in}},
+		{"ipv4 jumbo", []string{"10.0.0.0/8"}, frame.Frame{Src: ip("10.0.0.1"), Dst: ip("10.0.0.2"), Payload: 8900}.Bytes(),
+			want{"10.0.0.0/8": inOut}},
+		{"ipv6 jumbo", []string{"2001:db8::/32"}, frame.Frame{Src: ip("fd00::1"), Dst: ip("2001:db8::2"), Payload: 8900}.Bytes(),
+			want{"2001:db8::/32": in}},
+
+		// Not counted.
+		{"arp", []string{"0.0.0.0/0"}, frame.ARPRequest(), want{}},
+		{"arp in a vlan", []string{"0.0.0.0/0"}, frame.Ether(frame.ARP, frame.ARPRequest()[14:], frame.Q8021), want{}},
+		{"lldp", []string{"0.0.0.0/0", "::/0"}, frame.Ether(0x88cc, make([]byte, 46)), want{}},
+		{"ethertype 0", []string{"0.0.0.0/0", "::/0"}, frame.Ether(0, v4("10.0.0.1", "10.0.0.2").Bytes()[14:]), want{}},
+		{"ipv4 ethertype, version 6", []string{"0.0.0.0/0", "::/0"}, frame.Ether(frame.IPv4, v6("::1", "::2").Bytes()[14:]), want{}},
+		{"ipv6 ethertype, version 4", []string{"0.0.0.0/0", "::/0"}, frame.Ether(frame.IPv6, v4("10.0.0.1", "10.0.0.2").Bytes()[14:]),
+			want{}},
+		{"ipv4 header length 4", []string{"0.0.0.0/0"}, patch(v4("10.0.0.1", "10.0.0.2").Bytes(), 14, 0x44), want{}},
+		{"ipv4 header length 0", []string{"0.0.0.0/0"}, patch(v4("10.0.0.1", "10.0.0.2").Bytes(), 14, 0x40), want{}},
+		{"ipv4 header longer than the frame", []string{"0.0.0.0/0"}, patch(v4("10.0.0.1", "10.0.0.2").Bytes()[:34+12], 14, 0x4f), want{}},
+	}
+	for hn, h := range hooks {
+		for _, tt := range tests {
+			t.Run(hn+"/"+tt.name, func(t *testing.T) {
+				if hn == "linear" && len(tt.frame) > 4000 {
+					t.Skip("a frame longer than a page needs a multi-buffer program")
+				}
+				p, set := setup(t, h, tt.rules...)
+				run(t, p, tt.frame)
+				got := counts(t, set)
+				want := map[string]maps.Stats{}
+				for r, f := range tt.want {
+					want[r] = f(len(tt.frame))
+				}
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("counted %v\nwant    %v", got, want)
+				}
+			})
+		}
+	}
+}
+
+// patch returns f with byte i set to v.
+func patch(f []byte, i int, v byte) []byte {
+	f = bytes.Clone(f)
+	f[i] = v
+	return f
+}
+
+// TestTruncated cuts frames of every shape at every byte offset through
+// their Ethernet, VLAN and IP headers: each is passed and not counted.
+// (The kernel's test run takes no frame shorter than an Ethernet header;
+// TestVeth sends the short ones for real.)
+func TestTruncated(t *testing.T) {
+	shapes := map[string]frame.Frame{
+		"ipv4":              {Src: ip("10.0.0.1"), Dst: ip("10.0.0.2")},
+		"ipv4 options":      {Src: ip("10.0.0.1"), Dst: ip("10.0.0.2"), Options: 12},
+		"ipv4 802.1Q":       {Src: ip("10.0.0.1"), Dst: ip("10.0.0.2"), VLANs: []uint16{frame.Q8021}},
+		"ipv4 QinQ":         {Src: ip("10.0.0.1"), Dst: ip("10.0.0.2"), VLANs: []uint16{frame.AD8021, frame.Q8021}},
+		"ipv6":              {Src: ip("2001:db8::1"), Dst: ip("2001:db8::2")},
+		"ipv6 802.1AD":      {Src: ip("2001:db8::1"), Dst: ip("2001:db8::2"), VLANs: []uint16{frame.AD8021}},
+		"ipv6 QinQ":         {Src: ip("2001:db8::1"), Dst: ip("2001:db8::2"), VLANs: []uint16{frame.Q8021, frame.Q8021}},
+		"ipv6 ext, cut ext": {Src: ip("2001:db8::1"), Dst: ip("2001:db8::2"), ExtHeaders: 1},
+	}
+	for hn, h := range hooks {
+		p, set := setup(t, h, "0.0.0.0/0", "::/0")
+		for name, s := range shapes {
+			full := s.Bytes()
+			ipHeader := 20 + s.Options
+			if s.Src.Is6() {
+				ipHeader = 40
+			}
+			end := 14 + 4*len(s.VLANs) + ipHeader
+			for n := 14; n < end; n++ {
+				run(t, p, full[:n])
+				if got := counts(t, set); len(got) != 0 {
+					t.Fatalf("%s/%s cut to %d of %d header bytes: counted %v", hn, name, n, end, got)
+				}
+			}
+			// The whole header is enough, even without a transport header.
+			run(t, p, full[:end])
+			total := maps.SumCPUs(nil)
+			for _, c := range counts(t, set) {
+				total = total.Add(c)
+			}
+			if want := inOut(end); total != want {
+				t.Fatalf("%s/%s with just the IP header: counted %v, want %v", hn, name, total, want)
+			}
+			for _, r := range []string{"0.0.0.0/0", "::/0"} {
+				set.Delete(netip.MustParsePrefix(r))
+				set.Add(netip.MustParsePrefix(r))
+			}
+		}
+	}
+}
+
+// TestMultiBuffer checks that a frame longer than a page counts in full
+// with the multi-buffer hook.
+func TestMultiBuffer(t *testing.T) {
+	p, set := setup(t, XDPMultiBuffer, "10.0.0.0/8")
+	f := frame.Frame{Src: ip("10.0.0.1"), Dst: ip("192.0.2.1"), Payload: 60000}.Bytes()
+	run(t, p, f)
+	if got, want := counts(t, set)["10.0.0.0/8"], out(len(f)); got != want {
+		t.Fatalf("counted %v, want %v", got, want)
+	}
+}
+
+// TestMaskProperty masks random addresses at every prefix length and
+// checks that the program counts each frame under the rule Go's
+// netip.Prefix.Masked names, for source and destination.
+func TestMaskProperty(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, bits := range []int{32, 128} {
+		p, set := setup(t, XDPMultiBuffer)
+		random := func() netip.Addr {
+			var b [16]byte
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			if bits == 32 {
+				return netip.AddrFrom4([4]byte(b[:4]))
+			}
+			return netip.AddrFrom16(b)
+		}
+		for plen := 0; plen <= bits; plen++ {
+			for range 8 {
+				src, dst := random(), random()
+				dlen := rng.IntN(bits + 1)
+				srcRule, dstRule := netip.PrefixFrom(src, plen).Masked(), netip.PrefixFrom(dst, dlen).Masked()
+				for _, r := range []netip.Prefix{srcRule, dstRule} {
+					if _, err := set.Add(r); err != nil {
+						t.Fatal(err)
+					}
+				}
+				f := frame.Frame{Src: src, Dst: dst}.Bytes()
+				run(t, p, f)
+				want := map[string]maps.Stats{}
+				for _, c := range []struct {
+					addr  netip.Addr
+					count func(int) maps.Stats
+				}{{src, out}, {dst, in}} {
+					r := longestMatch(c.addr, srcRule, dstRule).String()
+					want[r] = want[r].Add(c.count(len(f)))
+				}
+				if got := counts(t, set); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("src %s in %s, dst %s in %s: counted %v", src, srcRule, dst, dstRule, got)
+				}
+				for _, r := range []netip.Prefix{srcRule, dstRule} {
+					set.Delete(r)
+				}
+			}
+		}
+	}
+}
+
+// longestMatch is the reference longest-prefix match over a few rules.
+func longestMatch(a netip.Addr, rules ...netip.Prefix) netip.Prefix {
+	var best netip.Prefix
+	for _, r := range rules {
+		if r.Contains(a) && (!best.IsValid() || r.Bits() > best.Bits()) {
+			best = r
+		}
+	}
+	return best
+}
+
+// TestOtherHook emits the same parse-and-count body for a TC hook, whose
+// context (struct __sk_buff) keeps the packet pointers elsewhere and the
+// frame length in a field, and checks it counts like the XDP program.
+func TestOtherHook(t *testing.T) {
+	tc := Hook{
+		DataOff: 76, DataEndOff: 80, Verdict: 0, // TC_ACT_OK
+		Length: func() asm.Instructions { return asm.Instructions{asm.LoadMem(rLen, rCtx, 0, asm.Word)} },
+	}
+	_, set := setup(t, XDPMultiBuffer, "10.0.0.0/8", "2001:db8::/32")
+	spec := &ebpf.CollectionSpec{
+		Maps: maps.Spec(maps.DefaultMaxRules),
+		Programs: map[string]*ebpf.ProgramSpec{"tc": {
+			Type: ebpf.SchedCLS, License: "GPL", Instructions: Instructions(tc),
+		}},
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: set.Replacements()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	f4 := frame.Frame{Src: ip("10.0.0.1"), Dst: ip("192.0.2.1"), VLANs: []uint16{frame.Q8021}}.Bytes()
+	f6 := frame.Frame{Src: ip("fd00::1"), Dst: ip("2001:db8::1"), Payload: 100}.Bytes()
+	for _, f := range [][]byte{f4, f6} {
+		if ret, err := coll.Programs["tc"].Run(&ebpf.RunOptions{Data: f}); err != nil || ret != 0 {
+			t.Fatalf("TC run: verdict %d, %v", ret, err)
+		}
+	}
+	want := map[string]maps.Stats{"10.0.0.0/8": out(len(f4)), "2001:db8::/32": in(len(f6))}
+	if got := counts(t, set); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("counted %v, want %v", got, want)
+	}
+}
