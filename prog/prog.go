@@ -56,7 +56,7 @@ type Hook struct {
 // XDPMultiBuffer is the XDP hook that counts the whole frame, every fragment
 // of a multi-buffer frame included, with bpf_xdp_get_buff_len (Linux 5.18).
 var XDPMultiBuffer = Hook{
-	DataOff: 0, DataEndOff: 4, Verdict: 2, /* XDP_PASS */ Frags: true,
+	DataOff: 0, DataEndOff: 4, Verdict: 2 /* XDP_PASS */, Frags: true,
 	Length: func() asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R1, rCtx),
