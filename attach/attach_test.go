@@ -1,0 +1,22 @@
+package attach
+
+import "testing"
+
+func TestPinName(t *testing.T) {
+	for _, a := range []Attachment{
+		{Ifname: "eth0", Ifindex: 2, Mode: Native, netns: 4026531840},
+		{Ifname: "eth0.100", Ifindex: 7, Mode: Generic, netns: 1},
+		{Ifname: "my_veth-1", Ifindex: 12, Mode: Native, Netlink: true, netns: 2},
+	} {
+		name := a.pinName()
+		got, ok := parsePin(name)
+		if !ok || *got != a {
+			t.Errorf("pin %q reads back as %+v, %v; want %+v", name, got, ok, a)
+		}
+	}
+	for _, name := range []string{"rules_v4", "link_turbo_1_2_x", "link_native_x_2_y", "prog_native_1_2"} {
+		if _, ok := parsePin(name); ok {
+			t.Errorf("parsePin(%q) accepted it", name)
+		}
+	}
+}
