@@ -21,6 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq "${missing[@]}"
 fi
 
+# tests/exporter_test.go scrapes the exporter with a real Prometheus. It
+# runs its own prometheus process; the package's service is not needed.
+command -v prometheus >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+
 if ! mountpoint -q /sys/fs/bpf; then
 	mount -t bpf bpf /sys/fs/bpf
 fi
