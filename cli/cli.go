@@ -138,24 +138,8 @@ func (c *Context) open() (*maps.Set, error) {
 
 // notLoaded explains that there are no maps in the pin directory.
 func (c *Context) notLoaded() error {
-	if !onBPFFS(c.Dir) {
+	if !maps.OnBPFFS(c.Dir) {
 		return fmt.Errorf("%s is not on a BPF filesystem: mount one with 'mount -t bpf bpf /sys/fs/bpf', or pick a --bpffs-pin directory on one", c.Dir)
 	}
 	return fmt.Errorf("nothing loaded and no rules in %s: run 'traffic_meter load --dev IF' or 'traffic_meter add --ip-address X' first", c.Dir)
-}
-
-// onBPFFS reports whether dir, or the nearest directory above it that
-// exists, is on a BPF filesystem.
-func onBPFFS(dir string) bool {
-	for {
-		var st unix.Statfs_t
-		err := unix.Statfs(dir, &st)
-		if err == nil {
-			return st.Type == unix.BPF_FS_MAGIC
-		}
-		if filepath.Dir(dir) == dir {
-			return false
-		}
-		dir = filepath.Dir(dir)
-	}
 }

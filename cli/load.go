@@ -158,19 +158,14 @@ func readObject(file string) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
-// loadObject loads the program of an object read by readObject against the
+// loadObject loads the program of an object read by readObject over the
 // pinned maps.
 func loadObject(file string, spec *ebpf.CollectionSpec, set *maps.Set) (*ebpf.Program, error) {
-	for _, n := range maps.Names {
-		// Capacity and flags are the pinned maps'.
-		spec.Maps[n].MaxEntries, spec.Maps[n].Flags = set.Map(n).MaxEntries(), set.Map(n).Flags()
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: set.Replacements()})
+	p, err := set.LoadProgram(spec, programName(spec))
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %v: %s", file, err, objectFix)
 	}
-	defer coll.Close()
-	return coll.DetachProgram(programName(spec)), nil
+	return p, nil
 }
 
 // programName returns the name of the one program readObject keeps.

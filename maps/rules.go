@@ -73,20 +73,12 @@ func (f family[K]) add(r Rule) (bool, error) {
 	return !existed, nil
 }
 
-// The kernel allocates the entries of maps that are not preallocated from
-// per-CPU caches that it refills in the background, so a burst of inserts
-// from user space can meet ENOMEM while memory is plentiful. Such an insert
-// is tried again, after a pause, this many times.
-const (
-	noMemRetries = 200
-	noMemPause   = time.Millisecond
-)
-
-// retryNoMem runs an insert, again while it fails with ENOMEM.
+// retryNoMem runs an insert, again while it fails with ENOMEM for up to
+// refillWait: see update.
 func retryNoMem(insert func() error) error {
 	err := insert()
-	for i := 0; i < noMemRetries && errors.Is(err, unix.ENOMEM); i++ {
-		time.Sleep(noMemPause)
+	for waited := time.Duration(0); errors.Is(err, unix.ENOMEM) && waited < refillWait; waited += time.Millisecond {
+		time.Sleep(time.Millisecond)
 		err = insert()
 	}
 	return err

@@ -232,11 +232,7 @@ func (l *Lock) Unlock() { l.f.Close() }
 func ensureBPFFS(dir string) (mounted bool, err error) {
 	dir = filepath.Clean(dir)
 	if !strings.HasPrefix(dir+"/", bpffsRoot+"/") {
-		existing := dir
-		for !exists(existing) && filepath.Dir(existing) != existing {
-			existing = filepath.Dir(existing)
-		}
-		if !isBPFFS(existing) {
+		if !OnBPFFS(dir) {
 			return false, fmt.Errorf("%s is not on a BPF filesystem: pick a --bpffs-pin directory under a bpffs mount (mount -t bpf bpf DIR)", dir)
 		}
 		return false, nil
@@ -253,12 +249,39 @@ func ensureBPFFS(dir string) (mounted bool, err error) {
 	return true, nil
 }
 
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
+// OnBPFFS reports whether dir, or the nearest directory above it that
+// exists, is on a BPF filesystem.
+func OnBPFFS(dir string) bool {
+	for {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err == nil {
+			return st.Type == unix.BPF_FS_MAGIC
+		}
+		if filepath.Dir(dir) == dir {
+			return false
+		}
+		dir = filepath.Dir(dir)
+	}
 }
 
 func isBPFFS(path string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+}
+
+// LoadProgram loads the named program of a collection over this set: the
+// collection's maps named as the set's are the set's maps, whatever
+// capacity and flags the collection gives them.
+func (s *Set) LoadProgram(spec *ebpf.CollectionSpec, name string) (*ebpf.Program, error) {
+	for n, m := range s.Replacements() {
+		if ms, ok := spec.Maps[n]; ok {
+			ms.MaxEntries, ms.Flags = m.MaxEntries(), m.Flags()
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: s.Replacements()})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	return coll.DetachProgram(name), nil
 }

@@ -127,15 +127,13 @@ func floorProgram(b *testing.B, set *maps.Set, src, dst netip.Addr) *ebpf.Progra
 	}
 	insns = append(insns, asm.Mov.Imm(asm.R0, xdpPass), asm.Return())
 	spec := &ebpf.CollectionSpec{
-		Maps:     maps.Spec(set.RulesV4.MaxEntries()),
+		Maps:     maps.Spec(maps.DefaultMaxRules),
 		Programs: map[string]*ebpf.ProgramSpec{"floor": {Type: ebpf.XDP, License: "GPL", Instructions: insns}},
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: set.Replacements()})
+	p, err := set.LoadProgram(spec, "floor")
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := coll.DetachProgram("floor")
-	coll.Close()
 	b.Cleanup(func() { p.Close() })
 	return p
 }

@@ -105,21 +105,15 @@ func Spec(h Hook) *ebpf.ProgramSpec {
 	}
 }
 
-// Load loads the program for a hook against a set of maps.
+// Load loads the program for a hook over a set of maps.
 func Load(h Hook, set *maps.Set) (*ebpf.Program, error) {
-	spec := &ebpf.CollectionSpec{
-		Maps:     maps.Spec(set.RulesV4.MaxEntries()),
+	p, err := set.LoadProgram(&ebpf.CollectionSpec{
+		Maps:     maps.Spec(maps.DefaultMaxRules),
 		Programs: map[string]*ebpf.ProgramSpec{Name: Spec(h)},
-	}
-	for n, m := range set.Replacements() {
-		spec.Maps[n].MaxEntries = m.MaxEntries()
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: set.Replacements()})
+	}, Name)
 	if err != nil {
 		return nil, fmt.Errorf("load the XDP program: %w", err)
 	}
-	p := coll.DetachProgram(Name)
-	coll.Close()
 	return p, nil
 }
 

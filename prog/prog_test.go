@@ -343,15 +343,15 @@ func TestOtherHook(t *testing.T) {
 			Type: ebpf.SchedCLS, License: "GPL", Instructions: Instructions(tc),
 		}},
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: set.Replacements()})
+	p, err := set.LoadProgram(spec, "tc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer coll.Close()
+	defer p.Close()
 	f4 := frame.Frame{Src: ip("10.0.0.1"), Dst: ip("192.0.2.1"), VLANs: []uint16{frame.Q8021}}.Bytes()
 	f6 := frame.Frame{Src: ip("fd00::1"), Dst: ip("2001:db8::1"), Payload: 100}.Bytes()
 	for _, f := range [][]byte{f4, f6} {
-		if ret, err := coll.Programs["tc"].Run(&ebpf.RunOptions{Data: f}); err != nil || ret != 0 {
+		if ret, err := p.Run(&ebpf.RunOptions{Data: f}); err != nil || ret != 0 {
 			t.Fatalf("TC run: verdict %d, %v", ret, err)
 		}
 	}
