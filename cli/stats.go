@@ -8,6 +8,7 @@ import (
 
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/rule"
+	"github.com/traffic-meter/traffic_meter/units"
 )
 
 // StatsCmd shows the counters.
@@ -66,9 +67,9 @@ func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
 	for _, r := range rows {
 		total := r.Stats.Total()
 		t.add(r.Rule.String(),
-			count(total.Packets), Bytes(total.Bytes),
-			count(r.Stats.In.Packets), Bytes(r.Stats.In.Bytes),
-			count(r.Stats.Out.Packets), Bytes(r.Stats.Out.Bytes))
+			count(total.Packets), units.Bytes(total.Bytes),
+			count(r.Stats.In.Packets), units.Bytes(r.Stats.In.Bytes),
+			count(r.Stats.Out.Packets), units.Bytes(r.Stats.Out.Bytes))
 	}
 	return t.write(w)
 }
@@ -114,22 +115,6 @@ func appendCounter(b []byte, c maps.Counter) []byte {
 }
 
 func count(n uint64) string { return strconv.FormatUint(n, 10) }
-
-// Bytes formats a byte count for people: whole bytes below 1 KiB, else
-// KiB, MiB, GiB or TiB with one decimal.
-func Bytes(n uint64) string {
-	if n < 1024 {
-		return strconv.FormatUint(n, 10) + " B"
-	}
-	v := float64(n) / 1024
-	unit := 0
-	units := []string{"KiB", "MiB", "GiB", "TiB"}
-	for v >= 1024 && unit < len(units)-1 {
-		v /= 1024
-		unit++
-	}
-	return strconv.FormatFloat(v, 'f', 1, 64) + " " + units[unit]
-}
 
 // table is a table of text with a header, the first column aligned left and
 // the others right.

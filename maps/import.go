@@ -2,7 +2,6 @@ package maps
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -91,25 +90,11 @@ func addMany[K key](f family[K], keys []K) (added int, undo func(), err error) {
 	return len(newRules), undo, nil
 }
 
-// statsKeys reads the keys of the stats table, in batches.
+// statsKeys reads the keys of the stats table.
 func (f family[K]) statsKeys() (map[K]bool, error) {
-	ncpu := ebpf.MustPossibleCPU()
-	keys := make([]K, batchSize)
-	values := make([]Stats, batchSize*ncpu)
 	set := make(map[K]bool)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := f.stats.BatchLookup(&cursor, keys, values, nil)
-		for _, k := range keys[:n] {
-			set[k] = true
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return set, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read stats: %w", err)
-		}
-	}
+	err := f.each(func(k K, _ Stats) { set[k] = true })
+	return set, err
 }
 
 // update writes keys to m with the values that values gives for a batch of

@@ -196,28 +196,47 @@ func (s *Set) Stats() ([]RuleStats, error) {
 	return append(v4, v6...), nil
 }
 
-// all reads the stats table in batches. Every rule has a stats entry, and
-// only rules have one, so the table's keys are the family's rules.
+// all reads the stats table. Every rule has a stats entry, and only rules
+// have one, so the table's keys are the family's rules.
 func (f family[K]) all() ([]RuleStats, error) {
+	var out []RuleStats
+	err := f.each(func(k K, s Stats) { out = append(out, RuleStats{k.Rule(), s}) })
+	if err != nil {
+		return nil, err
+	}
+	sortRules(out, func(rs RuleStats) Rule { return rs.Rule })
+	return out, nil
+}
+
+// EachStats calls fn with every rule's stats summed over CPUs, IPv4 then
+// IPv6, in the stats tables' own order: as Stats, without collecting or
+// sorting, for readers of every rule such as the Prometheus exporter.
+func (s *Set) EachStats(fn func(RuleStats)) error {
+	if err := s.v4().each(func(k Key4, st Stats) { fn(RuleStats{k.Rule(), st}) }); err != nil {
+		return err
+	}
+	return s.v6().each(func(k Key6, st Stats) { fn(RuleStats{k.Rule(), st}) })
+}
+
+// each calls fn with every entry of the family's stats table, its per-CPU
+// values summed, reading the table in batches.
+func (f family[K]) each(fn func(K, Stats)) error {
 	ncpu := ebpf.MustPossibleCPU()
 	keys := make([]K, batchSize)
 	values := make([]Stats, batchSize*ncpu)
-	var out []RuleStats
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := f.stats.BatchLookup(&cursor, keys, values, nil)
 		for i := range n {
-			out = append(out, RuleStats{keys[i].Rule(), SumCPUs(values[i*ncpu : (i+1)*ncpu])})
+			fn(keys[i], SumCPUs(values[i*ncpu:(i+1)*ncpu]))
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read stats: %w", err)
+			return fmt.Errorf("read stats: %w", err)
 		}
 	}
-	sortRules(out, func(rs RuleStats) Rule { return rs.Rule })
-	return out, nil
 }
 
 func sortRules[T any](s []T, rule func(T) Rule) {
