@@ -324,6 +324,9 @@ func List(dir string) ([]Attachment, error) {
 		}
 		a.pin = filepath.Join(LinksDir(dir), e.Name())
 		live, err := a.check(ns)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // unloaded meanwhile, by a command holding the lock
+		}
 		if err != nil {
 			return nil, err
 		}
