@@ -27,11 +27,26 @@ func (c *Context) openOrCreate(cp Capacity) (*maps.Set, error) {
 	return maps.OpenOrCreate(c.Dir, cp.MaxRules)
 }
 
-// created tells that the command created the maps, once it succeeded.
-func (c *Context) created(set *maps.Set) {
+// withMaps runs change over the maps, creating them first when there are
+// none. When change fails, the maps this call created are removed again,
+// so that a failed command leaves nothing behind; when it succeeds, a
+// notice tells of maps created. The lock must be held.
+func (c *Context) withMaps(cp Capacity, change func(*maps.Set) error) error {
+	set, err := c.openOrCreate(cp)
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	if err := change(set); err != nil {
+		if set.Created {
+			c.removeIfUnused()
+		}
+		return err
+	}
 	if set.Created {
 		c.Notice("created the maps in %s, holding %d rules per address family", c.Dir, set.RulesV4.MaxEntries())
 	}
+	return nil
 }
 
 // LoadCmd attaches the program to an interface.
@@ -71,21 +86,13 @@ func (l *LoadCmd) Run(c *Context) (err error) {
 			return err
 		}
 	}
-	set, err := c.openOrCreate(l.Capacity)
-	if err != nil {
-		return err
-	}
-	defer set.Close()
-	a, err := l.load(c, ifc, set, obj)
-	if err != nil {
-		if set.Created {
-			c.removeIfUnused()
+	return c.withMaps(l.Capacity, func(set *maps.Set) error {
+		a, err := l.load(c, ifc, set, obj)
+		if err == nil {
+			fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
 		}
 		return err
-	}
-	c.created(set)
-	fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
-	return nil
+	})
 }
 
 func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {

@@ -28,25 +28,18 @@ func (a *AddCmd) Run(c *Context) (err error) {
 	}
 	defer lock.Unlock()
 	defer c.tidyOnError(&err)
-	set, err := c.openOrCreate(a.Capacity)
-	if err != nil {
-		return err
-	}
-	defer set.Close()
-	added, err := set.Add(r)
-	if err != nil {
-		if set.Created {
-			maps.Remove(c.Dir)
+	return c.withMaps(a.Capacity, func(set *maps.Set) error {
+		added, err := set.Add(r)
+		switch {
+		case err != nil:
+			return err
+		case added:
+			fmt.Fprintf(c.Stdout, "added %s\n", r)
+		default:
+			fmt.Fprintf(c.Stdout, "%s is a rule already: kept its counters\n", r)
 		}
-		return err
-	}
-	c.created(set)
-	if added {
-		fmt.Fprintf(c.Stdout, "added %s\n", r)
-	} else {
-		fmt.Fprintf(c.Stdout, "%s is a rule already: kept its counters\n", r)
-	}
-	return nil
+		return nil
+	})
 }
 
 // DelCmd deletes a rule.
@@ -120,21 +113,14 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 	}
 	defer lock.Unlock()
 	defer c.tidyOnError(&err)
-	set, err := c.openOrCreate(im.Capacity)
-	if err != nil {
-		return err
-	}
-	defer set.Close()
-	added, err := set.AddRules(rules)
-	if err != nil {
-		if set.Created {
-			maps.Remove(c.Dir)
+	return c.withMaps(im.Capacity, func(set *maps.Set) error {
+		added, err := set.AddRules(rules)
+		if err != nil {
+			return fmt.Errorf("%v; nothing was imported", err)
 		}
-		return fmt.Errorf("%v; nothing was imported", err)
-	}
-	c.created(set)
-	fmt.Fprintf(c.Stdout, "imported %d rules (%d new), skipped %d\n", len(rules), added, skipped)
-	return nil
+		fmt.Fprintf(c.Stdout, "imported %d rules (%d new), skipped %d\n", len(rules), added, skipped)
+		return nil
+	})
 }
 
 // ListCmd lists the rules.
