@@ -168,15 +168,21 @@ func (s *Set) Rules() ([]Rule, error) {
 // batchSize is how many entries one batched map syscall moves.
 const batchSize = 4096
 
+// list reads the rule trie, in batches where the kernel can (5.6).
 func (f family[K]) list() ([]Rule, error) {
 	var rules []Rule
-	var k K
-	var prefixlen uint32
-	it := f.rules.Iterate()
-	for it.Next(&k, &prefixlen) {
-		rules = append(rules, k.Rule())
+	err := readBatches(f.rules, 1, func(k K, _ []uint32) { rules = append(rules, k.Rule()) })
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		rules = nil
+		var k K
+		var prefixlen uint32
+		it := f.rules.Iterate()
+		for it.Next(&k, &prefixlen) {
+			rules = append(rules, k.Rule())
+		}
+		err = it.Err()
 	}
-	if err := it.Err(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
 	}
 	sortRules(rules, func(r Rule) Rule { return r })
@@ -219,22 +225,31 @@ func (s *Set) EachStats(fn func(RuleStats)) error {
 }
 
 // each calls fn with every entry of the family's stats table, its per-CPU
-// values summed, reading the table in batches.
+// values summed.
 func (f family[K]) each(fn func(K, Stats)) error {
-	ncpu := ebpf.MustPossibleCPU()
+	err := readBatches(f.stats, ebpf.MustPossibleCPU(), func(k K, perCPU []Stats) { fn(k, SumCPUs(perCPU)) })
+	if err != nil {
+		return fmt.Errorf("read stats: %w", err)
+	}
+	return nil
+}
+
+// readBatches calls fn with every key of m and its values (per of them: one,
+// or one per CPU), reading m in batches.
+func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	keys := make([]K, batchSize)
-	values := make([]Stats, batchSize*ncpu)
+	values := make([]V, batchSize*per)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := f.stats.BatchLookup(&cursor, keys, values, nil)
+		n, err := m.BatchLookup(&cursor, keys, values, nil)
 		for i := range n {
-			fn(keys[i], SumCPUs(values[i*ncpu:(i+1)*ncpu]))
+			fn(keys[i], values[i*per:(i+1)*per])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read stats: %w", err)
+			return err
 		}
 	}
 }
