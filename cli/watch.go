@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,11 +53,7 @@ func (w *WatchFlags) live() bool { return w.Watch || w.Sort == string(watch.ByRa
 func (w *WatchFlags) rank(rows []maps.RuleStats) []maps.RuleStats {
 	if w.Sort != "" {
 		slices.SortStableFunc(rows, func(a, b maps.RuleStats) int {
-			ta, tb := a.Stats.Total(), b.Stats.Total()
-			if w.Sort == string(watch.ByPackets) {
-				return cmp.Or(cmp.Compare(tb.Packets, ta.Packets), cmp.Compare(tb.Bytes, ta.Bytes))
-			}
-			return cmp.Or(cmp.Compare(tb.Bytes, ta.Bytes), cmp.Compare(tb.Packets, ta.Packets))
+			return watch.CompareTotals(watch.Order(w.Sort), a.Stats, b.Stats)
 		})
 	}
 	if w.Top > 0 && w.Top < len(rows) {

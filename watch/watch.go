@@ -107,16 +107,21 @@ func ParseOrder(s string) (Order, error) {
 // count as rate zero. Ties keep their order.
 func Sort(rows []Row, order Order) {
 	slices.SortStableFunc(rows, func(a, b Row) int {
-		ta, tb := a.Stats.Total(), b.Stats.Total()
-		switch order {
-		case ByRate:
+		if order == ByRate {
 			return cmp.Or(cmp.Compare(b.BitRate, a.BitRate), cmp.Compare(b.PacketRate, a.PacketRate))
-		case ByBytes:
-			return cmp.Or(cmp.Compare(tb.Bytes, ta.Bytes), cmp.Compare(tb.Packets, ta.Packets))
-		default:
-			return cmp.Or(cmp.Compare(tb.Packets, ta.Packets), cmp.Compare(tb.Bytes, ta.Bytes))
 		}
+		return CompareTotals(order, a.Stats, b.Stats)
 	})
+}
+
+// CompareTotals orders two rules' stats by total bytes (ByBytes) or total
+// packets (otherwise), the other total breaking ties, largest first.
+func CompareTotals(order Order, a, b maps.Stats) int {
+	ta, tb := a.Total(), b.Total()
+	if order == ByBytes {
+		return cmp.Or(cmp.Compare(tb.Bytes, ta.Bytes), cmp.Compare(tb.Packets, ta.Packets))
+	}
+	return cmp.Or(cmp.Compare(tb.Packets, ta.Packets), cmp.Compare(tb.Bytes, ta.Bytes))
 }
 
 // Top returns the first n rows, or every row when n <= 0.
