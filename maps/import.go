@@ -93,7 +93,7 @@ func addMany[K key](f family[K], keys []K) (added int, undo func(), err error) {
 // statsKeys reads the keys of the stats table.
 func (f family[K]) statsKeys() (map[K]bool, error) {
 	set := make(map[K]bool)
-	err := f.each(func(k K, _ Stats) { set[k] = true })
+	err := readBatches(f.stats, ebpf.MustPossibleCPU(), func(k K, _ []Stats) { set[k] = true })
 	return set, err
 }
 
