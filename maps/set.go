@@ -184,4 +184,3 @@ func removePins(dir string) error {
 	}
 	return nil
 }
-
