@@ -66,8 +66,12 @@ func (f family[K]) add(r Rule) (bool, error) {
 	return true, nil
 }
 
-// retryNoMem runs an insert, again while it fails with ENOMEM for up to
-// refillWait: see update.
+// retryNoMem runs an insert, again while it fails with ENOMEM, until it
+// has failed so for refillWait. Every insert into the maps goes through it.
+//
+// A map that is not preallocated takes each new entry's memory from caches
+// the kernel refills in the background, and a burst of updates can find
+// them empty (ENOMEM): retryNoMem waits for the refill.
 func retryNoMem(insert func() error) error {
 	err := insert()
 	for waited := time.Duration(0); errors.Is(err, unix.ENOMEM) && waited < refillWait; waited += time.Millisecond {
@@ -76,6 +80,10 @@ func retryNoMem(insert func() error) error {
 	}
 	return err
 }
+
+// refillWait is how long retryNoMem waits for the kernel to find memory
+// for one more entry.
+const refillWait = 5 * time.Second
 
 // fullOr turns a map's "no room" error (E2BIG from a hash, ENOSPC from a
 // trie) into ErrFull.

@@ -184,3 +184,18 @@ func removePins(dir string) error {
 	}
 	return nil
 }
+
+// IDs returns the kernel's IDs of the four maps, by which a program that
+// counts into this set is known.
+func (s *Set) IDs() ([]ebpf.MapID, error) {
+	var ids []ebpf.MapID
+	for _, n := range Names {
+		info, err := s.Map(n).Info()
+		if err != nil {
+			return nil, fmt.Errorf("read map %s: %w", n, err)
+		}
+		id, _ := info.ID()
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
