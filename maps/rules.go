@@ -168,20 +168,10 @@ func (s *Set) Rules() ([]Rule, error) {
 // batchSize is how many entries one batched map syscall moves.
 const batchSize = 4096
 
-// list reads the rule trie, in batches where the kernel can (5.6).
+// list reads the rule trie.
 func (f family[K]) list() ([]Rule, error) {
 	var rules []Rule
 	err := readBatches(f.rules, 1, func(k K, _ []uint32) { rules = append(rules, k.Rule()) })
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		rules = nil
-		var k K
-		var prefixlen uint32
-		it := f.rules.Iterate()
-		for it.Next(&k, &prefixlen) {
-			rules = append(rules, k.Rule())
-		}
-		err = it.Err()
-	}
 	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
 	}
@@ -235,13 +225,17 @@ func (f family[K]) each(fn func(K, Stats)) error {
 }
 
 // readBatches calls fn with every key of m and its values (per of them: one,
-// or one per CPU), reading m in batches.
+// or one per CPU), reading m in batches where the kernel can (hash maps
+// 5.6, LPM tries 5.13), else key by key.
 func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	keys := make([]K, batchSize)
 	values := make([]V, batchSize*per)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cursor, keys, values, nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return readEach(m, per, fn)
+		}
 		for i := range n {
 			fn(keys[i], values[i*per:(i+1)*per])
 		}
@@ -252,6 +246,24 @@ func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 			return err
 		}
 	}
+}
+
+// readEach is readBatches one key at a time, for kernels without batch
+// lookups on m's type of map.
+func readEach[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
+	var k K
+	values := make([]V, per)
+	it := m.Iterate()
+	if m.Type() == ebpf.PerCPUHash {
+		for it.Next(&k, &values) {
+			fn(k, values)
+		}
+	} else {
+		for it.Next(&k, &values[0]) {
+			fn(k, values)
+		}
+	}
+	return it.Err()
 }
 
 func sortRules[T any](s []T, rule func(T) Rule) {
