@@ -64,6 +64,7 @@ import (
 
 	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/exporter"
+	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -154,19 +155,27 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	return 0
 }
 
-// run runs the parsed command as root.
+// run runs the parsed command as root, on a kernel that can run it: the
+// kernel is probed first, which lifts RLIMIT_MEMLOCK where the kernel
+// charges BPF maps to it.
 func run(kctx *kong.Context) error {
 	if os.Geteuid() != 0 {
 		return errNeedsRoot
 	}
-	err := kctx.Run()
+	_, err := kernel.Probe()
+	if err == nil {
+		err = kctx.Run()
+	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%v: %w", err, errNeedsRoot)
+		return fmt.Errorf("%v: %w", err, errRefused)
 	}
 	return err
 }
 
 var errNeedsRoot = errors.New("traffic_meter needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")
+
+// errRefused explains a permission error as root.
+var errRefused = errors.New("the kernel refused it to root: check for a container without CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN, kernel lockdown, or a security module (SELinux, AppArmor)")
 
 // notLoaded explains that there are no maps in the pin directory. The error
 // wraps maps.ErrNotLoaded.

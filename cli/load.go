@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/prog"
 )
@@ -142,11 +143,14 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *eb
 	if obj != nil {
 		p, err = loadObject(l.Object, obj, set)
 	} else {
-		hook, linear := prog.XDPHook()
-		if linear {
-			c.Notice("this kernel has no bpf_xdp_get_buff_len (Linux 5.18): multi-buffer (jumbo) frames are counted by their first buffer only")
+		var f kernel.Features
+		if f, err = kernel.Probe(); err != nil {
+			return nil, err
 		}
-		p, err = prog.Load(hook, set)
+		for _, fb := range f.Fallbacks() {
+			c.Notice("%s", fb.Notice)
+		}
+		p, err = prog.Load(prog.XDPHook(f), set)
 	}
 	if err != nil {
 		return nil, err
