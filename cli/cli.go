@@ -80,6 +80,9 @@ type CLI struct {
 	List   ListCmd   `cmd:"" help:"List the rules, IPv4 then IPv6."`
 	Stats  StatsCmd  `cmd:"" help:"Show the packets and bytes counted per rule."`
 
+	Save    SaveCmd    `cmd:"" help:"Save every rule and its counters to a file."`
+	Restore RestoreCmd `cmd:"" help:"Add the rules of a saved file, each starting from its saved counters."`
+
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
 }
 
