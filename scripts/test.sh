@@ -16,6 +16,7 @@ export PATH="$PATH:/usr/local/go/bin"
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v systemd-analyze >/dev/null || missing+=(systemd) # verifies scripts/systemd
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}"
