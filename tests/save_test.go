@@ -163,6 +163,12 @@ func TestRestoreBeforeLoad(t *testing.T) {
 	if _, want, _ := strings.Cut(text, "\n"); rules != want {
 		t.Errorf("save printed\n%s\nwant the rules of\n%s", saved, text)
 	}
+	// From standard input: both rules are there.
+	cmd := exec.Command(bin, "restore", "--file", "-", "--bpffs-pin", dir)
+	cmd.Stdin = strings.NewReader(saved)
+	if r := runCmd(t, cmd); r.code != 0 || r.stdout != "restored 0 rules, kept 2 present, skipped 0\n" {
+		t.Errorf("restore --file -: %+v", r)
+	}
 }
 
 // TestRestoreWarnings restores a file with rules present, invalid items
