@@ -73,12 +73,13 @@ type CLI struct {
 	Globals
 
 	Load   LoadCmd   `cmd:"" help:"Attach the counting program to an interface."`
-	Unload UnloadCmd `cmd:"" help:"Detach the counting program from an interface."`
+	Unload UnloadCmd `cmd:"" help:"Detach the counting program from an interface, or from all (--all)."`
 	Add    AddCmd    `cmd:"" help:"Add a rule: an IPv4/IPv6 address or CIDR to count."`
 	Del    DelCmd    `cmd:"" help:"Delete a rule and its counters."`
 	Import ImportCmd `cmd:"" help:"Add the rules of a JSON array of addresses and CIDRs."`
 	List   ListCmd   `cmd:"" help:"List the rules, IPv4 then IPv6."`
 	Stats  StatsCmd  `cmd:"" help:"Show the packets and bytes counted per rule."`
+	Status StatusCmd `cmd:"" help:"Show the pin directory, the rules per family, every attachment and the kernel fallbacks in use."`
 
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
 }
