@@ -130,18 +130,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	if err != nil {
 		panic(err) // the command line is malformed: a bug
 	}
-	defer func() {
-		switch r := recover().(type) {
-		case nil:
-		case exit:
-			status = int(r)
-		default:
-			// A bug: one line, never a stack trace.
-			out.Flush()
-			fmt.Fprintf(stderr, "traffic_meter: error: internal error: %v: please report this bug\n", r)
-			status = 1
-		}
-	}()
+	defer recoverStatus(&status, out, stderr)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "traffic_meter: error: %v: see 'traffic_meter --help'\n", err)
