@@ -145,6 +145,21 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	return 0
 }
 
+// recoverStatus, deferred, turns a panic into the exit status: the code of
+// kong's exit, or for any other panic (a bug) 1 and one error line, never
+// a stack trace.
+func recoverStatus(status *int, out *bufio.Writer, stderr io.Writer) {
+	switch r := recover().(type) {
+	case nil:
+	case exit:
+		*status = int(r)
+	default:
+		out.Flush()
+		fmt.Fprintf(stderr, "traffic_meter: error: internal error: %v: please report this bug\n", r)
+		*status = 1
+	}
+}
+
 // run runs the parsed command as root, on a kernel that can run it: the
 // kernel is probed first, which lifts RLIMIT_MEMLOCK where the kernel
 // charges BPF maps to it.
