@@ -152,7 +152,7 @@ func readVersion(dec *json.Decoder) error {
 		return jsonError(dec, err)
 	}
 	if v, err := strconv.ParseUint(string(raw), 10, 64); err != nil || v != Version {
-		return fmt.Errorf("the file is of version %s, and this traffic_meter reads version %d: restore it with the traffic_meter that saved it, or save the counters again", raw, Version)
+		return fmt.Errorf("the file is of version %s, and this traffic_meter reads version %d: restore it with the traffic_meter that saved it, or save the counters again", describe(raw), Version)
 	}
 	return nil
 }
