@@ -27,7 +27,9 @@ func BenchmarkImport(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				runs := []func(){
-					func() { imp += timeImport(b, n, func(s *Set) error { _, err := s.AddRules(context.Background(), rules); return err }) },
+					func() {
+						imp += timeImport(b, n, func(s *Set) error { _, err := s.AddRules(context.Background(), rules); return err })
+					},
 					func() { loop += timeImport(b, n, func(s *Set) error { return updateLoop(s, rules) }) },
 				}
 				runs[i%2]()
