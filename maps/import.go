@@ -83,7 +83,7 @@ func (e *entries[K]) add(k K, st Stats) {
 // function that takes out again what it made; on error it has done that
 // already.
 func insertFamily[K key](ctx context.Context, f family[K], in entries[K], present func(Rule)) (added int, undo func(), err error) {
-	seen, err := f.ruleKeys()
+	seen, err := f.known(in.keys)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -115,24 +115,43 @@ const (
 	given         // given already: the next items of this rule change nothing
 )
 
-// ruleKeys reads the keys of the rule trie, in batches where the kernel
-// can (5.13), each marked inTrie.
-func (f family[K]) ruleKeys() (map[K]uint8, error) {
-	set := make(map[K]uint8)
-	err := readBatches(f.rules, 1, func(k K, _ []uint32) { set[k] = inTrie })
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		var k K
-		var prefixlen uint32
-		it := f.rules.Iterate()
-		for it.Next(&k, &prefixlen) {
-			set[k] = inTrie
+// known tells which of keys the trie holds, each marked inTrie. It reads
+// the trie in batches, unless the trie turns out much larger than keys or
+// the kernel cannot read a trie in batches (before 5.13): then it looks
+// each key up, so that the cost follows the smaller of the two.
+func (f family[K]) known(keys []K) (map[K]uint8, error) {
+	known := make(map[K]uint8, len(keys))
+	if len(keys) == 0 {
+		return known, nil
+	}
+	batch := make([]K, batchSize)
+	prefixlens := make([]uint32, batchSize)
+	var cursor ebpf.MapBatchCursor
+	for read := 0; read <= 4*len(keys); {
+		n, err := f.rules.BatchLookup(&cursor, batch, prefixlens, nil)
+		for _, k := range batch[:n] {
+			known[k] = inTrie
 		}
-		err = it.Err()
+		read += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return known, nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read rules: %w", err)
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
+	clear(known)
+	for _, k := range keys {
+		if has, err := f.has(k); err != nil {
+			return nil, err
+		} else if has {
+			known[k] = inTrie
+		}
 	}
-	return set, nil
+	return known, nil
 }
 
 // write inserts entries that are new to the family's maps: each stats
