@@ -1,10 +1,13 @@
 package maps
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -29,9 +32,10 @@ func (s *Set) AddRules(ctx context.Context, rules []Rule) (added int, err error)
 // with zero ones: a rule the trie lacks gets a stats entry holding its saved
 // totals (on the first CPU's slot, zero on the others) before it enters the
 // trie, so that no packet is lost or counted twice; a rule the trie holds
-// keeps counting untouched and is returned in present, once. When a rule is
-// given more than once, its first item counts. It returns how many rules
-// were restored, all or nothing and cancellable as AddRules.
+// keeps counting untouched and is returned in present, once, in the order
+// of Rules. When a rule is given more than once, its first item counts. It
+// returns how many rules were restored, all or nothing and cancellable as
+// AddRules.
 func (s *Set) RestoreRules(ctx context.Context, saved []RuleStats) (restored int, present []Rule, err error) {
 	restored, err = s.insert(ctx, len(saved), func(i int) (Rule, Stats) { return saved[i].Rule, saved[i].Stats },
 		func(r Rule) { present = append(present, r) })
@@ -45,14 +49,14 @@ func (s *Set) RestoreRules(ctx context.Context, saved []RuleStats) (restored int
 // that at gives for it, calling present with each rule the trie holds
 // already (present may be nil). It returns how many rules were new.
 func (s *Set) insert(ctx context.Context, n int, at func(int) (Rule, Stats), present func(Rule)) (int, error) {
-	var v4 entries[Key4]
-	var v6 entries[Key6]
+	var v4 []entry[Key4]
+	var v6 []entry[Key6]
 	for i := range n {
 		r, st := at(i)
 		if r.Addr().Is4() {
-			v4.add(Key4Of(r), st)
+			v4 = append(v4, entry[Key4]{Key4Of(r), st})
 		} else {
-			v6.add(Key6Of(r), st)
+			v6 = append(v6, entry[Key6]{Key6Of(r), st})
 		}
 	}
 	n4, undo4, err := insertFamily(ctx, s.v4(), v4, present)
@@ -67,74 +71,85 @@ func (s *Set) insert(ctx context.Context, n int, at func(int) (Rule, Stats), pre
 	return n4 + n6, nil
 }
 
-// entries are rule keys with the stats each starts from if it is new.
-type entries[K key] struct {
-	keys  []K
-	stats []Stats
+// entry is a rule key with the stats it starts from if it is new.
+type entry[K sortKey[K]] struct {
+	key   K
+	stats Stats
 }
 
-func (e *entries[K]) add(k K, st Stats) {
-	e.keys = append(e.keys, k)
-	e.stats = append(e.stats, st)
+// sortKey is a rule key that sorts, by address and then prefix length.
+type sortKey[K any] interface {
+	key
+	compare(K) int
+}
+
+func (k Key4) compare(o Key4) int {
+	return cmp.Or(bytes.Compare(k.Addr[:], o.Addr[:]), cmp.Compare(k.Prefixlen, o.Prefixlen))
+}
+
+func (k Key6) compare(o Key6) int {
+	return cmp.Or(bytes.Compare(k.Addr[:], o.Addr[:]), cmp.Compare(k.Prefixlen, o.Prefixlen))
 }
 
 // insertFamily adds a family's rules that the trie lacks: first their
-// stats entries, then the rules. It returns how many rules were new and a
-// function that takes out again what it made; on error it has done that
-// already.
-func insertFamily[K key](ctx context.Context, f family[K], in entries[K], present func(Rule)) (added int, undo func(), err error) {
-	seen, err := f.known(in.keys)
+// stats entries, then the rules. A rule given more than once counts once,
+// with its first stats. It returns how many rules were new and a function
+// that takes out again what it made; on error it has done that already.
+//
+// Sorting the rules finds both the repeated ones and, merged with the
+// sorted keys of the trie, the new ones, faster than a Go map would.
+func insertFamily[K sortKey[K]](ctx context.Context, f family[K], in []entry[K], present func(Rule)) (added int, undo func(), err error) {
+	slices.SortStableFunc(in, func(a, b entry[K]) int { return a.key.compare(b.key) })
+	in = slices.CompactFunc(in, func(a, b entry[K]) bool { return a.key == b.key })
+	keys := make([]K, len(in))
+	for i, e := range in {
+		keys[i] = e.key
+	}
+	inTrie, err := held(f, keys)
 	if err != nil {
 		return 0, nil, err
 	}
-	var fresh entries[K]
-	for i, k := range in.keys {
-		switch seen[k] {
-		case absent:
-			fresh.add(k, in.stats[i])
-		case inTrie:
+	var fresh []K
+	var stats []Stats
+	for i, k := range keys {
+		for len(inTrie) > 0 && inTrie[0].compare(k) < 0 {
+			inTrie = inTrie[1:]
+		}
+		if len(inTrie) > 0 && inTrie[0] == k {
 			if present != nil {
 				present(k.Rule())
 			}
-		default:
 			continue
 		}
-		seen[k] = given
+		fresh = append(fresh, k)
+		stats = append(stats, in[i].stats)
 	}
-	undo, err = write(ctx, f, fresh)
+	undo, err = write(ctx, f, fresh, stats)
 	if err != nil {
 		return 0, nil, err
 	}
-	return len(fresh.keys), undo, nil
+	return len(fresh), undo, nil
 }
 
-// What insertFamily knows of a key.
-const (
-	absent = iota // neither in the trie nor given yet
-	inTrie        // in the trie, not given yet
-	given         // given already: the next items of this rule change nothing
-)
-
-// known tells which of keys the trie holds, each marked inTrie. It reads
-// the trie in batches, unless the trie turns out much larger than keys or
-// the kernel cannot read a trie in batches (before 5.13): then it looks
-// each key up, so that the cost follows the smaller of the two.
-func (f family[K]) known(keys []K) (map[K]uint8, error) {
-	known := make(map[K]uint8, len(keys))
+// held returns the keys of f's trie, sorted, or at least those of them
+// that are among keys (sorted). It reads the trie in batches, unless the
+// trie turns out much larger than keys or the kernel cannot read a trie
+// in batches (before 5.13): then it looks each of keys up, so that the
+// cost follows the smaller of the two.
+func held[K sortKey[K]](f family[K], keys []K) ([]K, error) {
 	if len(keys) == 0 {
-		return known, nil
+		return nil, nil
 	}
+	var held []K
 	batch := make([]K, batchSize)
 	prefixlens := make([]uint32, batchSize)
 	var cursor ebpf.MapBatchCursor
-	for read := 0; read <= 4*len(keys); {
+	for len(held) <= 4*len(keys) {
 		n, err := f.rules.BatchLookup(&cursor, batch, prefixlens, nil)
-		for _, k := range batch[:n] {
-			known[k] = inTrie
-		}
-		read += n
+		held = append(held, batch[:n]...)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return known, nil
+			slices.SortFunc(held, K.compare)
+			return held, nil
 		}
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			break
@@ -143,15 +158,15 @@ func (f family[K]) known(keys []K) (map[K]uint8, error) {
 			return nil, fmt.Errorf("read rules: %w", err)
 		}
 	}
-	clear(known)
+	held = held[:0]
 	for _, k := range keys {
 		if has, err := f.has(k); err != nil {
 			return nil, err
 		} else if has {
-			known[k] = inTrie
+			held = append(held, k)
 		}
 	}
-	return known, nil
+	return held, nil
 }
 
 // write inserts entries that are new to the family's maps: each stats
@@ -174,16 +189,16 @@ func (f family[K]) known(keys []K) (map[K]uint8, error) {
 // entries come one per system call or many per batch; batches save the
 // system calls and Go's marshalling, and workers on both CPUs overlap
 // everything but the per-CPU allocator's lock.
-func write[K key](ctx context.Context, f family[K], in entries[K]) (undo func(), err error) {
-	chunks := (len(in.keys) + chunkSize - 1) / chunkSize
+func write[K key](ctx context.Context, f family[K], keys []K, stats []Stats) (undo func(), err error) {
+	chunks := (len(keys) + chunkSize - 1) / chunkSize
 	type progress struct{ stats, rules int }
 	done := make([]progress, chunks)
 	undo = func() {
 		for c, d := range done {
-			deleteKeys(f.rules, in.keys[c*chunkSize:][:d.rules])
+			deleteKeys(f.rules, keys[c*chunkSize:][:d.rules])
 		}
 		for c, d := range done {
-			deleteKeys(f.stats, in.keys[c*chunkSize:][:d.stats])
+			deleteKeys(f.stats, keys[c*chunkSize:][:d.stats])
 		}
 	}
 	var (
@@ -213,22 +228,22 @@ func write[K key](ctx context.Context, f family[K], in entries[K]) (undo func(),
 					return
 				}
 				off := c * chunkSize
-				keys := in.keys[off:min(len(in.keys), off+chunkSize)]
-				v := vals[:len(keys)*ncpu]
+				chunk := keys[off:min(len(keys), off+chunkSize)]
+				v := vals[:len(chunk)*ncpu]
 				clear(v)
-				for i := range keys {
-					v[i*ncpu] = in.stats[off+i]
+				for i := range chunk {
+					v[i*ncpu] = stats[off+i]
 				}
-				n, e := update(f.stats, keys, v)
+				n, e := update(f.stats, chunk, v)
 				done[c].stats = n
 				if e != nil {
 					fail(fullOr(e, f.stats, "create stats entries"))
 					return
 				}
-				for i, k := range keys {
+				for i, k := range chunk {
 					prefixlens[i] = uint32(k.Rule().Bits())
 				}
-				n, e = update(f.rules, keys, prefixlens[:len(keys)])
+				n, e = update(f.rules, chunk, prefixlens[:len(chunk)])
 				done[c].rules = n
 				if e != nil {
 					fail(fullOr(e, f.rules, "add rules"))
