@@ -141,10 +141,11 @@ func held[K sortKey[K]](f family[K], keys []K) ([]K, error) {
 		return nil, nil
 	}
 	var held []K
-	batch := make([]K, batchSize)
-	prefixlens := make([]uint32, batchSize)
+	most := 4 * len(keys)
+	batch := make([]K, min(batchSize, max(most, 64)))
+	prefixlens := make([]uint32, len(batch))
 	var cursor ebpf.MapBatchCursor
-	for len(held) <= 4*len(keys) {
+	for len(held) <= most {
 		n, err := f.rules.BatchLookup(&cursor, batch, prefixlens, nil)
 		held = append(held, batch[:n]...)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
