@@ -21,8 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq "${missing[@]}"
 fi
 
-# tests/exporter_test.go scrapes the exporter with a real Prometheus. It
-# runs its own prometheus process; the package's service is not needed.
+# tests/exporter_test.go scrapes the exporter with a real Prometheus (it
+# runs its own prometheus process; the package's service is not needed),
+# and tests/alerts_test.go runs the package's promtool on the alert rules.
 command -v prometheus >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 
 if ! mountpoint -q /sys/fs/bpf; then
