@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -114,7 +115,7 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 	defer lock.Unlock()
 	defer c.tidyOnError(&err)
 	return c.withMaps(im.Capacity, func(set *maps.Set) error {
-		added, err := set.AddRules(rules)
+		added, err := set.AddRules(context.Background(), rules)
 		if err != nil {
 			return fmt.Errorf("%v; nothing was imported", err)
 		}
