@@ -372,7 +372,9 @@ func (a *Attachment) check() (live bool, err error) {
 		}
 		a.ProgID, _ = info.ID()
 	} else {
-		l, err := link.LoadPinnedLink(a.pin, &ebpf.LoadPinOptions{ReadOnly: true})
+		// The kernel opens a pinned link only read-write: read-only
+		// gives EINVAL.
+		l, err := link.LoadPinnedLink(a.pin, nil)
 		if err != nil {
 			return false, fmt.Errorf("open %s: %w", a.pin, err)
 		}

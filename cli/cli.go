@@ -99,9 +99,9 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	return 0
 }
 
-// run runs the parsed command as root.
+// run runs the parsed command: as root, unless it is unprivileged.
 func run(kctx *kong.Context) error {
-	if os.Geteuid() != 0 {
+	if _, ok := kctx.Selected().Target.Addr().Interface().(unprivileged); !ok && os.Geteuid() != 0 {
 		return errNeedsRoot
 	}
 	err := kctx.Run()
@@ -110,6 +110,10 @@ func run(kctx *kong.Context) error {
 	}
 	return err
 }
+
+// unprivileged is a command that runs without root: the exporter, with the
+// capabilities it needs, and the commands that only print.
+type unprivileged interface{ unprivileged() }
 
 var errNeedsRoot = errors.New("traffic_meter needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")
 

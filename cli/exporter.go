@@ -19,6 +19,10 @@ type ExporterCmd struct {
 	WebConfig string `name:"web.config.file" placeholder:"FILE" help:"Prometheus web configuration file turning on TLS and basic authentication (https://prometheus.io/docs/prometheus/latest/configuration/https/)."`
 }
 
+// unprivileged: the exporter needs only to read the pins (see
+// scripts/systemd/traffic_meter-exporter.service).
+func (e *ExporterCmd) unprivileged() {}
+
 // Run serves /metrics until SIGINT or SIGTERM, reading the maps at every
 // scrape; it starts, and keeps serving, whether or not anything is loaded.
 func (e *ExporterCmd) Run(c *Context) error {

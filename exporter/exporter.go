@@ -145,7 +145,7 @@ type rule struct {
 // readStats appends every rule's counters to rules; loaded is 0 when no
 // maps are pinned.
 func (e *Exporter) readStats(rules []rule) (_ []rule, loaded float64, err error) {
-	set, err := maps.Open(e.dir)
+	set, err := maps.OpenReadOnly(e.dir)
 	if errors.Is(err, maps.ErrNotLoaded) {
 		return rules, 0, nil
 	}
