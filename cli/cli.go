@@ -35,6 +35,8 @@ type CLI struct {
 	Stats  StatsCmd  `cmd:"" help:"Show the packets and bytes counted per rule."`
 
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
+
+	Man ManCmd `cmd:"" help:"Print the man page: traffic_meter man > /usr/local/share/man/man1/traffic_meter.1"`
 }
 
 // Globals are the flags every command accepts.

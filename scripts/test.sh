@@ -12,13 +12,20 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export PATH="$PATH:/usr/local/go/bin"
 
-# ip (iproute2) and nsenter (util-linux) drive the network namespaces.
+# ip (iproute2) and nsenter (util-linux) drive the network namespaces;
+# setpriv and unshare (util-linux) run the exporter unprivileged;
+# systemd-analyze (systemd) verifies its unit; man (man-db) and groff
+# (groff-base) render the man page.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v man >/dev/null || missing+=(man-db)
+command -v groff >/dev/null || missing+=(groff-base)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
-	apt-get install -y -qq "${missing[@]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # tests/exporter_test.go scrapes the exporter with a real Prometheus (it
