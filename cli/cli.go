@@ -36,7 +36,8 @@ type CLI struct {
 
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
 
-	Man ManCmd `cmd:"" help:"Print the man page: traffic_meter man > /usr/local/share/man/man1/traffic_meter.1"`
+	Man        ManCmd        `cmd:"" help:"Print the man page: traffic_meter man > /usr/local/share/man/man1/traffic_meter.1"`
+	Completion CompletionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish (see README)."`
 }
 
 // Globals are the flags every command accepts.
@@ -87,6 +88,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 			status = int(code)
 		}
 	}()
+	answerCompletion(parser)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "traffic_meter: error: %v: see 'traffic_meter --help'\n", err)

@@ -15,7 +15,8 @@ export PATH="$PATH:/usr/local/go/bin"
 # ip (iproute2) and nsenter (util-linux) drive the network namespaces;
 # setpriv and unshare (util-linux) run the exporter unprivileged;
 # systemd-analyze (systemd) verifies its unit; man (man-db) and groff
-# (groff-base) render the man page.
+# (groff-base) render the man page; bash, zsh and fish run the completion
+# scripts.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
@@ -23,6 +24,8 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v man >/dev/null || missing+=(man-db)
 command -v groff >/dev/null || missing+=(groff-base)
+command -v zsh >/dev/null || missing+=(zsh)
+command -v fish >/dev/null || missing+=(fish)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
