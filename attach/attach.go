@@ -29,6 +29,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // Mode is an XDP attach mode.
@@ -139,9 +141,8 @@ type Options struct {
 	// Mode forces an XDP mode. When empty, native mode is tried first and
 	// generic mode is the fallback.
 	Mode Mode
-	// Method forces an attach method. When empty, a bpf_link is tried
-	// first, and netlink is the fallback where the kernel has no XDP
-	// bpf_links.
+	// Method forces an attach method. When empty, it is a bpf_link where
+	// the kernel has XDP bpf_links (kernel.Probe), else netlink.
 	Method Method
 	// Notice is told about each fallback taken.
 	Notice func(string)
@@ -161,21 +162,20 @@ func Attach(dir string, ifc *Interface, prog *ebpf.Program, o Options) (*Attachm
 		modes = []Mode{o.Mode}
 	}
 	useNetlink := o.Method == Netlink
+	if o.Method == "" {
+		f, err := kernel.Probe()
+		if err != nil {
+			return nil, err
+		}
+		useNetlink = !f.XDPLink
+	}
 	var err error
 	for _, mode := range modes {
 		a := &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Mode: mode, netns: ifc.netns}
-		if !useNetlink {
-			err = a.attachLink(dir, prog)
-			// Before Linux 5.9 the kernel has no XDP links: try netlink.
-			if o.Method == "" && (errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL)) {
-				b := *a
-				if nlErr := b.attachNetlink(dir, ifc, prog); nlErr == nil {
-					o.notice(fmt.Sprintf("this kernel cannot attach XDP with a bpf_link (%v): attached through netlink instead", err))
-					return &b, nil
-				}
-			}
-		} else {
+		if useNetlink {
 			err = a.attachNetlink(dir, ifc, prog)
+		} else {
+			err = a.attachLink(dir, prog)
 		}
 		if err == nil {
 			return a, nil
@@ -372,9 +372,7 @@ func (a *Attachment) check() (live bool, err error) {
 		}
 		a.ProgID, _ = info.ID()
 	} else {
-		// The kernel opens a pinned link only read-write: read-only
-		// gives EINVAL.
-		l, err := link.LoadPinnedLink(a.pin, nil)
+		l, err := link.LoadPinnedLink(a.pin, &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
 			return false, fmt.Errorf("open %s: %w", a.pin, err)
 		}

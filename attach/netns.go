@@ -69,3 +69,23 @@ func findNetns(ino uint64) string {
 	}
 	return ""
 }
+
+// InCallerNetns reports whether the attachment's interface is in the
+// calling thread's network namespace.
+func (a *Attachment) InCallerNetns() bool {
+	ns, err := netnsInode("/proc/thread-self/ns/net")
+	return err == nil && ns == a.netns
+}
+
+// Netns returns the inode number of the network namespace of the
+// attachment's interface, as `ls -iL /proc/PID/ns/net` shows it.
+func (a *Attachment) Netns() uint64 { return a.netns }
+
+// Where names the attachment's interface for people: its name, and its
+// network namespace when that is not the caller's.
+func (a *Attachment) Where() string {
+	if a.InCallerNetns() {
+		return a.Ifname
+	}
+	return fmt.Sprintf("%s (network namespace %d)", a.Ifname, a.netns)
+}

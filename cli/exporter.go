@@ -1,13 +1,9 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/exporter"
@@ -33,8 +29,6 @@ func (e *ExporterCmd) Run(c *Context) error {
 	if err != nil {
 		return fmt.Errorf("%v: pick another address with --listen HOST:PORT", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if e.WebConfig == "" {
 		c.Notice("serving the metrics of %s at http://%s/metrics", c.Dir, l.Addr())
 	} else {
@@ -45,10 +39,10 @@ func (e *ExporterCmd) Run(c *Context) error {
 		all, err := attach.List(c.Dir)
 		out := make([]exporter.Interface, len(all))
 		for i, a := range all {
-			out[i] = exporter.Interface{Name: a.Ifname, Mode: string(a.Mode)}
+			out[i] = exporter.Interface{Name: a.Where(), Mode: string(a.Mode)}
 		}
 		return out, err
 	}
 	exp := exporter.New(c.Dir, interfaces, log)
-	return exporter.Serve(ctx, l, exporter.Handler(exp, log), e.WebConfig, log)
+	return exporter.Serve(c.Ctx, l, exporter.Handler(exp, log), e.WebConfig, log)
 }

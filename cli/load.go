@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/prog"
 )
@@ -30,8 +32,8 @@ func (c *Context) openOrCreate(cp Capacity) (*maps.Set, error) {
 // withMaps runs change over the maps, creating them first when there are
 // none. When change fails, the maps this call created are removed again,
 // so that a failed command leaves nothing behind; when it succeeds, a
-// notice tells of maps created. The lock must be held.
-func (c *Context) withMaps(cp Capacity, change func(*maps.Set) error) error {
+// notice tells of maps created. The exclusive lock l must be held.
+func (c *Context) withMaps(l *maps.Lock, cp Capacity, change func(*maps.Set) error) error {
 	set, err := c.openOrCreate(cp)
 	if err != nil {
 		return err
@@ -39,7 +41,7 @@ func (c *Context) withMaps(cp Capacity, change func(*maps.Set) error) error {
 	defer set.Close()
 	if err := change(set); err != nil {
 		if set.Created {
-			c.removeIfUnused()
+			c.removeIfUnused(l)
 		}
 		return err
 	}
@@ -47,6 +49,19 @@ func (c *Context) withMaps(cp Capacity, change func(*maps.Set) error) error {
 		c.Notice("created the maps in %s, holding %d rules per address family", c.Dir, set.RulesV4.MaxEntries())
 	}
 	return nil
+}
+
+// errInterrupted says that SIGINT or SIGTERM stopped a command, which undid
+// what it had done.
+var errInterrupted = errors.New("interrupted by a signal")
+
+// interrupted returns errInterrupted, with what was undone, once the
+// command's context is cancelled.
+func (c *Context) interrupted(undone string) error {
+	if c.Ctx.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", errInterrupted, undone)
 }
 
 // LoadCmd attaches the program to an interface.
@@ -59,40 +74,67 @@ type LoadCmd struct {
 }
 
 // Run loads the program on the interface, creating the maps first if this
-// is the first load.
-func (l *LoadCmd) Run(c *Context) (err error) {
-	lock, err := c.lock(true)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	defer c.tidyOnError(&err)
-	ifc, err := attach.LookupInterface(l.Dev)
-	if err != nil {
-		return err
-	}
-	if a, err := attach.Find(c.Dir, ifc); err != nil {
-		return err
-	} else if a != nil {
-		fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
-		return nil
-	}
-	if err := ifc.CheckFree(); err != nil {
-		return err
-	}
+// is the first load. SIGINT or SIGTERM before it is done undo it all.
+func (l *LoadCmd) Run(c *Context) error {
 	var obj *ebpf.CollectionSpec
 	if l.Object != "" {
+		var err error
 		if obj, err = readObject(l.Object); err != nil {
 			return err
 		}
 	}
-	return c.withMaps(l.Capacity, func(set *maps.Set) error {
-		a, err := l.load(c, ifc, set, obj)
-		if err == nil {
-			fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
+	return c.change(true, func(lock *maps.Lock) error {
+		ifc, err := attach.LookupInterface(l.Dev)
+		if err != nil {
+			return err
 		}
-		return err
+		if a, err := c.findOrAdopt(ifc); err != nil || a != nil {
+			if a != nil {
+				fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
+			}
+			return err
+		}
+		if err := ifc.CheckFree(); err != nil {
+			return err
+		}
+		return c.withMaps(lock, l.Capacity, func(set *maps.Set) error {
+			const undone = "nothing was loaded"
+			if err := c.interrupted(undone); err != nil {
+				return err
+			}
+			a, err := l.load(c, ifc, set, obj)
+			if err != nil {
+				return err
+			}
+			if err := c.interrupted(undone); err != nil {
+				attach.Detach(a)
+				return err
+			}
+			fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
+			return nil
+		})
 	})
+}
+
+// findOrAdopt returns the attachment of the pinned program to ifc, if any:
+// pinned, or our program attached to ifc without a pin, which it pins.
+func (c *Context) findOrAdopt(ifc *attach.Interface) (*attach.Attachment, error) {
+	if a, err := attach.Find(c.Dir, ifc); err != nil || a != nil || ifc.XDPProg == 0 || maps.Pinned(c.Dir) == 0 {
+		return a, err
+	}
+	set, err := maps.Open(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer set.Close()
+	ids, err := set.IDs()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := attach.Adopt(c.Dir, ids); err != nil {
+		return nil, err
+	}
+	return attach.Find(c.Dir, ifc)
 }
 
 func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
@@ -101,11 +143,14 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *eb
 	if obj != nil {
 		p, err = loadObject(l.Object, obj, set)
 	} else {
-		hook, linear := prog.XDPHook()
-		if linear {
-			c.Notice("this kernel has no bpf_xdp_get_buff_len (Linux 5.18): multi-buffer (jumbo) frames are counted by their first buffer only")
+		var f kernel.Features
+		if f, err = kernel.Probe(); err != nil {
+			return nil, err
 		}
-		p, err = prog.Load(hook, set)
+		for _, fb := range f.Fallbacks() {
+			c.Notice("%s", fb.Notice)
+		}
+		p, err = prog.Load(prog.XDPHook(f), set)
 	}
 	if err != nil {
 		return nil, err
@@ -183,42 +228,78 @@ func programName(spec *ebpf.CollectionSpec) string {
 	return ""
 }
 
-// UnloadCmd detaches the program from an interface.
+// UnloadCmd detaches the program from an interface, or from all.
 type UnloadCmd struct {
-	Dev string `name:"dev" required:"" placeholder:"IF" help:"Interface to stop counting on."`
+	Dev string `name:"dev" placeholder:"IF" help:"Interface to stop counting on."`
+	All bool   `name:"all" help:"Detach from every interface loaded from this pin directory, in any network namespace, and remove the maps."`
 }
 
-// Run detaches the program from the interface; after the last interface,
-// it removes the maps and the pin directory.
+// Run detaches the program from the interface, or from all; after the last
+// interface, it removes the maps and the pin directory.
 func (u *UnloadCmd) Run(c *Context) error {
-	lock, err := c.lock(false)
-	if err != nil {
-		return err
+	switch {
+	case u.Dev == "" && !u.All:
+		return errors.New("missing what to unload: give --dev IF, or --all")
+	case u.Dev != "" && u.All:
+		return errors.New("--dev and --all together: give one of them")
+	case u.All:
+		return u.all(c)
 	}
-	defer lock.Unlock()
-	all, err := attach.List(c.Dir)
-	if err != nil {
-		return err
+	return c.change(false, func(lock *maps.Lock) error {
+		ifc, err := attach.LookupInterface(u.Dev)
+		if err != nil {
+			// A loaded interface that is gone: the repair has
+			// removed its pin.
+			if !slices.ContainsFunc(c.pruned, func(a attach.Attachment) bool { return a.Ifname == u.Dev && a.InCallerNetns() }) {
+				return err
+			}
+		} else {
+			a, err := attach.Find(c.Dir, ifc)
+			if err != nil {
+				return err
+			}
+			if a == nil {
+				all, err := attach.List(c.Dir)
+				if err == nil {
+					fmt.Fprintf(c.Stdout, "not loaded on %s (loaded on: %s): nothing to do\n", u.Dev, names(all))
+				}
+				return err
+			}
+			if err := attach.Detach(a); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(c.Stdout, "unloaded from %s\n", u.Dev)
+		if c.removeIfUnused(lock) {
+			fmt.Fprintf(c.Stdout, "that was the last interface: removed the maps, their rules and counters, and %s\n", c.Dir)
+		}
+		return nil
+	})
+}
+
+// all detaches the program from every interface and removes the maps.
+func (u *UnloadCmd) all(c *Context) error {
+	if _, err := os.Stat(c.Dir); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(c.Stdout, "nothing loaded in %s: nothing to do\n", c.Dir)
+		return nil
 	}
-	ifc, err := attach.LookupInterface(u.Dev)
-	if err != nil {
-		return err
-	}
-	a, err := attach.Find(c.Dir, ifc)
-	if err != nil {
-		return err
-	}
-	if a == nil {
-		return fmt.Errorf("traffic_meter is not loaded on %s (loaded on: %s): nothing to unload", u.Dev, names(all))
-	}
-	if err := attach.Detach(a); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.Stdout, "unloaded from %s\n", a.Ifname)
-	if c.removeIfUnused() {
-		fmt.Fprintf(c.Stdout, "that was the last interface: removed the maps, their rules and counters, and %s\n", c.Dir)
-	}
-	return nil
+	return c.change(false, func(lock *maps.Lock) error {
+		all, err := attach.List(c.Dir)
+		if err != nil {
+			return err
+		}
+		for _, a := range all {
+			if err := attach.Detach(&a); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.Stdout, "unloaded from %s\n", a.Where())
+		}
+		if !c.removeIfUnused(lock) {
+			return fmt.Errorf("could not remove the maps in %s: see 'traffic_meter status'", c.Dir)
+		}
+		fmt.Fprintf(c.Stdout, "removed the maps, their rules and counters, and %s\n", c.Dir)
+		return nil
+	})
 }
 
 // names lists the interfaces of attachments for people.
@@ -233,19 +314,14 @@ func names(all []attach.Attachment) string {
 	return strings.Join(s, ", ")
 }
 
-// tidyOnError removes the links directory and the pin directory if *err is
-// set and they are empty: a failed command leaves nothing behind.
-func (c *Context) tidyOnError(err *error) {
-	if *err != nil {
-		os.Remove(attach.LinksDir(c.Dir))
-		os.Remove(c.Dir)
-	}
-}
-
 // removeIfUnused removes the maps and the pin directory when no interface
-// is loaded any more, and reports whether it did. The lock must be held.
-func (c *Context) removeIfUnused() bool {
+// is loaded any more, and reports whether it did. The exclusive lock l must
+// be held.
+func (c *Context) removeIfUnused(l *maps.Lock) bool {
 	if all, err := attach.List(c.Dir); err != nil || len(all) > 0 {
+		return false
+	}
+	if l.BeginRemove() != nil {
 		return false
 	}
 	if err := os.Remove(attach.LinksDir(c.Dir)); err != nil && !errors.Is(err, os.ErrNotExist) {

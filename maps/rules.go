@@ -237,16 +237,16 @@ func (f family[K]) eachStats(fn func(K, Stats)) error {
 }
 
 // readBatches calls fn with every key of m and its values (per of them: one,
-// or one per CPU), reading m in batches, or one key at a time where the
-// kernel cannot batch (hash maps before Linux 5.6, tries before 5.13).
+// or one per CPU), reading m in batches where the kernel can (hash maps
+// 5.6, LPM tries 5.13), else key by key.
 func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	keys := make([]K, batchSize)
 	values := make([]V, batchSize*per)
 	var cursor ebpf.MapBatchCursor
-	for first := true; ; first = false {
+	for {
 		n, err := m.BatchLookup(&cursor, keys, values, nil)
-		if first && errors.Is(err, ebpf.ErrNotSupported) {
-			return iterate(m, values[:per], fn)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return readEach(m, per, fn)
 		}
 		for i := range n {
 			fn(keys[i], values[i*per:(i+1)*per])
@@ -260,17 +260,20 @@ func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	}
 }
 
-// iterate calls fn with every key of m and its values, one key at a time;
-// values has room for one key's.
-func iterate[K key, V any](m *ebpf.Map, values []V, fn func(K, []V)) error {
+// readEach is readBatches one key at a time, for kernels without batch
+// lookups on m's type of map.
+func readEach[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	var k K
-	var out any = &values[0]
-	if m.Type() == ebpf.PerCPUHash {
-		out = values
-	}
+	values := make([]V, per)
 	it := m.Iterate()
-	for it.Next(&k, out) {
-		fn(k, values)
+	if m.Type() == ebpf.PerCPUHash {
+		for it.Next(&k, &values) {
+			fn(k, values)
+		}
+	} else {
+		for it.Next(&k, &values[0]) {
+			fn(k, values)
+		}
 	}
 	return it.Err()
 }

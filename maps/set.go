@@ -136,7 +136,7 @@ func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) 
 		if err != nil {
 			s.Close()
 			if s.Created {
-				removePins(dir)
+				Unpin(dir)
 			}
 			return nil, fmt.Errorf("create map %s in %s: %w", n, dir, err)
 		}
@@ -162,7 +162,7 @@ func (s *Set) setMap(name string, m *ebpf.Map) {
 // should have marked the removal (Lock.BeginRemove), so that a removal
 // that is killed half-way is completed by the next change.
 func Remove(dir string) error {
-	if err := removePins(dir); err != nil {
+	if err := Unpin(dir); err != nil {
 		return err
 	}
 	for _, m := range []string{removingMark, changingMark} {
@@ -176,7 +176,9 @@ func Remove(dir string) error {
 	return nil
 }
 
-func removePins(dir string) error {
+// Unpin removes the pins of the maps, leaving the pin directory. The caller
+// must hold the directory's exclusive Lock.
+func Unpin(dir string) error {
 	for _, n := range Names {
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("unpin %s: %w", n, err)

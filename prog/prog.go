@@ -23,9 +23,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
+	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -79,13 +79,13 @@ var XDPLinear = Hook{
 	},
 }
 
-// XDPHook returns the best XDP hook this kernel supports, and whether that
-// is the linear-length fallback.
-func XDPHook() (Hook, bool) {
-	if features.HaveProgramHelper(ebpf.XDP, asm.FnXdpGetBuffLen) == nil {
-		return XDPMultiBuffer, false
+// XDPHook returns the best XDP hook a kernel with features f supports:
+// the multi-buffer hook, else its fallback, the linear one.
+func XDPHook(f kernel.Features) Hook {
+	if f.MultiBuffer {
+		return XDPMultiBuffer
 	}
-	return XDPLinear, true
+	return XDPLinear
 }
 
 // Spec returns the program spec for a hook. Its map loads refer to the maps

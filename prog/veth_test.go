@@ -22,7 +22,7 @@ func TestVeth(t *testing.T) {
 	modes := map[string]link.XDPAttachFlags{"native": link.XDPDriverMode, "generic": link.XDPGenericMode}
 	for name, mode := range modes {
 		for hn, h := range hooks {
-			t.Run(name+"/"+hn, func(t *testing.T) { testVeth(t, mode, h) })
+			t.Run(name+"/"+hn, func(t *testing.T) { testVeth(t, mode, available(t, h)) })
 		}
 	}
 }
