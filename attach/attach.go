@@ -361,7 +361,7 @@ func scan(dir string) (live, stale []Attachment, err error) {
 // reports whether the attachment is still there.
 func (a *Attachment) check() (live bool, err error) {
 	if a.Netlink {
-		p, err := ebpf.LoadPinnedProgram(a.pin, &ebpf.LoadPinOptions{ReadOnly: true})
+		p, err := ebpf.LoadPinnedProgram(a.pin, nil)
 		if err != nil {
 			return false, fmt.Errorf("open %s: %w", a.pin, err)
 		}
@@ -372,7 +372,7 @@ func (a *Attachment) check() (live bool, err error) {
 		}
 		a.ProgID, _ = info.ID()
 	} else {
-		l, err := link.LoadPinnedLink(a.pin, &ebpf.LoadPinOptions{ReadOnly: true})
+		l, err := link.LoadPinnedLink(a.pin, nil)
 		if err != nil {
 			return false, fmt.Errorf("open %s: %w", a.pin, err)
 		}

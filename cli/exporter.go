@@ -39,7 +39,7 @@ func (e *ExporterCmd) Run(c *Context) error {
 		all, err := attach.List(c.Dir)
 		out := make([]exporter.Interface, len(all))
 		for i, a := range all {
-			out[i] = exporter.Interface{Name: a.Where(), Mode: string(a.Mode)}
+			out[i] = exporter.Interface{Name: a.Ifname, Mode: string(a.Mode)}
 		}
 		return out, err
 	}

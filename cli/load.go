@@ -235,14 +235,21 @@ type UnloadCmd struct {
 }
 
 // Run detaches the program from the interface, or from all; after the last
-// interface, it removes the maps and the pin directory.
+// interface, it removes the maps and the pin directory. Like load, it is
+// idempotent: an interface that is not loaded is nothing to do, not an
+// error, so that a re-run of an interrupted unload succeeds.
 func (u *UnloadCmd) Run(c *Context) error {
 	switch {
 	case u.Dev == "" && !u.All:
 		return errors.New("missing what to unload: give --dev IF, or --all")
 	case u.Dev != "" && u.All:
 		return errors.New("--dev and --all together: give one of them")
-	case u.All:
+	}
+	if _, err := os.Stat(c.Dir); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(c.Stdout, "nothing loaded in %s: nothing to do\n", c.Dir)
+		return nil
+	}
+	if u.All {
 		return u.all(c)
 	}
 	return c.change(false, func(lock *maps.Lock) error {
@@ -279,10 +286,6 @@ func (u *UnloadCmd) Run(c *Context) error {
 
 // all detaches the program from every interface and removes the maps.
 func (u *UnloadCmd) all(c *Context) error {
-	if _, err := os.Stat(c.Dir); errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintf(c.Stdout, "nothing loaded in %s: nothing to do\n", c.Dir)
-		return nil
-	}
 	return c.change(false, func(lock *maps.Lock) error {
 		all, err := attach.List(c.Dir)
 		if err != nil {
