@@ -84,12 +84,14 @@ type CLI struct {
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
 
 	Man        ManCmd        `cmd:"" help:"Print the man page: traffic_meter man > /usr/local/share/man/man1/traffic_meter.1"`
+	Version    VersionCmd    `cmd:"" help:"Print the version, the map layout and the kernel's features."`
 	Completion CompletionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish (see README)."`
 }
 
 // Globals are the flags every command accepts.
 type Globals struct {
-	BPFFSPin string `name:"bpffs-pin" default:"${default_pin}" placeholder:"DIR" help:"Directory on the BPF filesystem holding the pinned maps and attachments."`
+	Version  VersionFlag `name:"version" help:"Print the version, the map layout and the kernel's features, and exit."`
+	BPFFSPin string      `name:"bpffs-pin" default:"${default_pin}" placeholder:"DIR" help:"Directory on the BPF filesystem holding the pinned maps and attachments."`
 }
 
 // Context is what every command's Run gets: where to print, the pin
