@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 
 	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/exporter"
@@ -24,6 +26,12 @@ func (e *ExporterCmd) unprivileged() {}
 func (e *ExporterCmd) Run(c *Context) error {
 	if err := exporter.CheckWebConfig(e.WebConfig); err != nil {
 		return fmt.Errorf("--web.config.file %s: %v: fix it (see https://prometheus.io/docs/prometheus/latest/configuration/https/)", e.WebConfig, err)
+	}
+	// Run as a user, it needs a capability to read root's pins.
+	if f, err := os.Open(c.Dir); errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%v: run the exporter as root, or with CAP_DAC_OVERRIDE as scripts/systemd/traffic_meter-exporter.service does", err)
+	} else if err == nil {
+		f.Close()
 	}
 	l, err := net.Listen("tcp", e.Listen)
 	if err != nil {
