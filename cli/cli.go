@@ -136,7 +136,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		panic(err) // the command line is malformed: a bug
 	}
 	defer recoverStatus(&status, out, stderr)
-	answerCompletion(parser)
+	answerCompletion(parser, args)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "traffic_meter: error: %v: see 'traffic_meter --help'\n", err)

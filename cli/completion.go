@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -27,10 +29,12 @@ func (c *CompletionCmd) Run(kctx *kong.Context) error {
 
 // answerCompletion answers a shell's request for completions, made by the
 // script of CompletionCmd through $COMP_LINE, and exits; without a request
-// it does nothing. The commands and flags come from the kong model; some
-// flags' values are predicted from the system (see predict).
-func answerCompletion(parser *kong.Kong) {
-	if os.Getenv("COMP_LINE") == "" {
+// it does nothing. args are the command line's arguments. The commands
+// and flags come from the kong model; some flags' values are predicted from
+// the system (see predict).
+func answerCompletion(parser *kong.Kong, args []string) {
+	line := os.Getenv("COMP_LINE")
+	if line == "" {
 		return
 	}
 	cmd, err := kongcompletion.Command(parser)
@@ -39,8 +43,26 @@ func answerCompletion(parser *kong.Kong) {
 	}
 	predict(&cmd, "")
 	c := complete.New(parser.Model.Name, cmd)
-	c.Out = parser.Stdout
+	var out strings.Builder
+	c.Out = &out
 	c.Complete()
+	// bash's complete -C passes the command, the word being completed and
+	// the one before; bash splits the word at the characters of
+	// $COMP_WORDBREAKS, such as the colons of IPv6 addresses, and replaces
+	// only the part after the last one: give the candidates from there.
+	prefix := ""
+	if len(args) == 3 {
+		if point, err := strconv.Atoi(os.Getenv("COMP_POINT")); err == nil && point >= 0 && point <= len(line) {
+			line = line[:point]
+		}
+		last := line[strings.LastIndexByte(line, ' ')+1:]
+		if strings.HasSuffix(last, args[1]) {
+			prefix = last[:len(last)-len(args[1])]
+		}
+	}
+	for candidate := range strings.Lines(out.String()) {
+		fmt.Fprint(parser.Stdout, strings.TrimPrefix(candidate, prefix))
+	}
 	parser.Exit(0)
 }
 

@@ -113,14 +113,16 @@ func (sh *shell) complete(line string) (completed, printed string) {
 
 // TestCompletion has real bash and zsh sessions, on a pty, complete
 // traffic_meter's commands, flags, interface names for --dev, the pinned
-// rules for del and stats, and files for import --file, with the scripts
-// of `traffic_meter completion`; and fish through complete --do-complete.
+// rules for del and stats (IPv6 too, whose colons bash splits words at),
+// and files for import --file, with the scripts of `traffic_meter
+// completion`; and fish through complete --do-complete.
 func TestCompletion(t *testing.T) {
 	p, dir := watchSetup(t)
 	files := t.TempDir()
 	if err := os.WriteFile(filepath.Join(files, "rules.json"), []byte(`["10.9.0.0/16"]`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	ok(t, nil, dir, "add", "--ip-address", "2001:db8::/64")
 	scripts := t.TempDir()
 	for _, sh := range []string{"bash", "zsh", "fish"} {
 		// As nobody: the script is made in a user's shell start-up.
@@ -145,6 +147,7 @@ func TestCompletion(t *testing.T) {
 		{"traffic_meter del --bpffs-pin " + dir + " --ip-address 10.", "traffic_meter del --bpffs-pin " + dir + " --ip-address " + watchRule + " "},
 		{"traffic_meter stats --bpffs-pin " + dir + " --ip-address 10.", "traffic_meter stats --bpffs-pin " + dir + " --ip-address " + watchRule + " "},
 		{"traffic_meter import --file " + files + "/r", "traffic_meter import --file " + files + "/rules.json "},
+		{"traffic_meter del --bpffs-pin " + dir + " --ip-address 2001:db8:", "traffic_meter del --bpffs-pin " + dir + " --ip-address 2001:db8::/64 "},
 	}
 	shells := []struct {
 		name  string
@@ -190,6 +193,7 @@ func TestCompletion(t *testing.T) {
 			{"traffic_meter load --d", "--dev"},
 			{"traffic_meter load --dev " + p.Dev[0][:3], p.Dev[0]},
 			{"traffic_meter del --bpffs-pin " + dir + " --ip-address 10.", watchRule},
+			{"traffic_meter stats --bpffs-pin " + dir + " --ip-address 2001:db8:", "2001:db8::/64"},
 			{"traffic_meter import --file " + files + "/r", files + "/rules.json"},
 		} {
 			script := fmt.Sprintf("source %s; complete --do-complete=%q", filepath.Join(scripts, "fish"), c.line)
