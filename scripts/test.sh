@@ -13,6 +13,7 @@ fi
 export PATH="$PATH:/usr/local/go/bin"
 
 # ip (iproute2) and nsenter (util-linux) drive the network namespaces;
+# strace kills commands at chosen system calls in the crash tests;
 # setpriv and unshare (util-linux) run the exporter unprivileged;
 # systemd-analyze (systemd) verifies its unit; man (man-db) and groff
 # (groff-base) render the man page; bash, zsh and fish run the completion
@@ -20,6 +21,7 @@ export PATH="$PATH:/usr/local/go/bin"
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v strace >/dev/null || missing+=(strace)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v man >/dev/null || missing+=(man-db)
@@ -43,4 +45,5 @@ fi
 # Privileged tests fail rather than skip when they cannot run.
 export CI=true
 go vet ./...
-go test ./...
+# The crash-consistency tests of tests/ take several minutes.
+go test -timeout 40m ./...
