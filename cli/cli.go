@@ -85,11 +85,16 @@ type CLI struct {
 	Restore RestoreCmd `cmd:"" help:"Add the rules of a saved file, each starting from its saved counters."`
 
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
+
+	Man        ManCmd        `cmd:"" help:"Print the man page: traffic_meter man > /usr/local/share/man/man1/traffic_meter.1"`
+	Version    VersionCmd    `cmd:"" help:"Print the version, the map layout and the kernel's features."`
+	Completion CompletionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish (see README)."`
 }
 
 // Globals are the flags every command accepts.
 type Globals struct {
-	BPFFSPin string `name:"bpffs-pin" default:"${default_pin}" placeholder:"DIR" help:"Directory on the BPF filesystem holding the pinned maps and attachments."`
+	Version  VersionFlag `name:"version" help:"Print the version, the map layout and the kernel's features, and exit."`
+	BPFFSPin string      `name:"bpffs-pin" default:"${default_pin}" placeholder:"DIR" help:"Directory on the BPF filesystem holding the pinned maps and attachments."`
 }
 
 // Context is what every command's Run gets: where to print, the pin
@@ -134,6 +139,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		panic(err) // the command line is malformed: a bug
 	}
 	defer recoverStatus(&status, out, stderr)
+	answerCompletion(parser, args)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "traffic_meter: error: %v: see 'traffic_meter --help'\n", err)
@@ -163,10 +169,13 @@ func recoverStatus(status *int, out *bufio.Writer, stderr io.Writer) {
 	}
 }
 
-// run runs the parsed command as root, on a kernel that can run it: the
-// kernel is probed first, which lifts RLIMIT_MEMLOCK where the kernel
-// charges BPF maps to it.
+// run runs the parsed command. An unprivileged command runs as it is;
+// any other needs root and a kernel that can run it: the kernel is probed
+// first, which lifts RLIMIT_MEMLOCK where the kernel charges BPF maps to it.
 func run(kctx *kong.Context) error {
+	if _, ok := kctx.Selected().Target.Addr().Interface().(unprivileged); ok {
+		return kctx.Run()
+	}
 	if os.Geteuid() != 0 {
 		return errNeedsRoot
 	}
@@ -179,6 +188,10 @@ func run(kctx *kong.Context) error {
 	}
 	return err
 }
+
+// unprivileged is a command that runs without root: the exporter, with the
+// capabilities it needs, and the commands that only print.
+type unprivileged interface{ unprivileged() }
 
 var errNeedsRoot = errors.New("traffic_meter needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")
 

@@ -157,8 +157,8 @@ var traceLine = regexp.MustCompile(`^\d+\s+(\w+)\(`)
 
 // killPoints runs the command once to completion under strace and returns
 // its kill points: the calls it makes after it takes the lock, at most 40
-// of them evenly spread, and time points over its duration, at least 30
-// points in all.
+// of them evenly spread, and with rng, time points over its duration, at
+// least 30 points in all.
 func (c crashCase) killPoints(t *testing.T, e *crashEnv, rng *rand.Rand) []killPoint {
 	e.dir = pinDir(t)
 	c.setup(t, e)
@@ -205,7 +205,7 @@ func (c crashCase) killPoints(t *testing.T, e *crashEnv, rng *rand.Rand) []killP
 		}
 		calls = sample
 	}
-	for range max(10, 30-len(calls)) {
+	for i := 0; rng != nil && i < max(10, 30-len(calls)); i++ {
 		calls = append(calls, killPoint{after: time.Duration(rng.Int64N(int64(took)))})
 	}
 	return calls
