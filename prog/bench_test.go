@@ -71,7 +71,7 @@ const batch = 100_000
 
 func bench(b *testing.B, p *ebpf.Program, data []byte) time.Duration {
 	ret, d, err := p.Benchmark(data, batch, nil)
-	if err != nil || ret != xdpPass {
+	if err != nil || ret != XDPPass {
 		b.Fatalf("benchmark: verdict %d, %v", ret, err)
 	}
 	return d * batch
@@ -81,7 +81,7 @@ func emptyProgram(b *testing.B) *ebpf.Program {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.XDP,
 		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()},
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, XDPPass), asm.Return()},
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -125,7 +125,7 @@ func floorProgram(b *testing.B, set *maps.Set, src, dst netip.Addr) *ebpf.Progra
 		insns = append(insns, storeKey(a.key, rule.Bits(), rule.Addr())...)
 		insns = append(insns, lookup(f.stats, a.key)...)
 	}
-	insns = append(insns, asm.Mov.Imm(asm.R0, xdpPass), asm.Return())
+	insns = append(insns, asm.Mov.Imm(asm.R0, XDPPass), asm.Return())
 	spec := &ebpf.CollectionSpec{
 		Maps:     maps.Spec(maps.DefaultMaxRules),
 		Programs: map[string]*ebpf.ProgramSpec{"floor": {Type: ebpf.XDP, License: "GPL", Instructions: insns}},
