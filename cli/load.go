@@ -51,15 +51,26 @@ func (c *Context) withMaps(cp Capacity, change func(*maps.Set) error) error {
 
 // LoadCmd attaches the program to an interface.
 type LoadCmd struct {
-	Dev    string `name:"dev" required:"" placeholder:"IF" help:"Interface to count on."`
-	Object string `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
-	Mode   string `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
-	Attach string `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach: with a pinned bpf_link (Linux 5.9), through netlink, or auto (link, else netlink)."`
+	Dev       string `name:"dev" required:"" placeholder:"IF" help:"Interface to count on."`
+	Direction string `name:"direction" enum:"ingress,egress,both" default:"ingress" help:"Traffic to count: what IF receives (ingress, with XDP), what it sends (egress, with TC) or both."`
+	Object    string `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program, for ingress; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
+	Mode      string `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
+	Attach    string `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach XDP: with a pinned bpf_link (Linux 5.9), through netlink, or auto (link, else netlink)."`
+	TC        string `name:"tc" enum:"auto,tcx,clsact" default:"auto" help:"How to attach to egress: with a pinned TCX bpf_link (Linux 6.6), with a cls_bpf filter on a clsact qdisc, or auto (tcx, else clsact)."`
 	Capacity
 }
 
-// Run loads the program on the interface, creating the maps first if this
-// is the first load.
+// directions returns the directions a --direction flag names.
+func directions(flag string) []attach.Direction {
+	if flag == "both" {
+		return []attach.Direction{attach.Ingress, attach.Egress}
+	}
+	return []attach.Direction{attach.Direction(flag)}
+}
+
+// Run loads the program on the interface in each direction asked for,
+// creating the maps first if this is the first load. When a direction
+// fails, the directions this command loaded are unloaded again.
 func (l *LoadCmd) Run(c *Context) (err error) {
 	lock, err := c.lock(true)
 	if err != nil {
@@ -71,36 +82,65 @@ func (l *LoadCmd) Run(c *Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if a, err := attach.Find(c.Dir, ifc); err != nil {
-		return err
-	} else if a != nil {
-		fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
-		return nil
+	var todo []attach.Direction
+	for _, d := range directions(l.Direction) {
+		if a, err := attach.Find(c.Dir, ifc, d); err != nil {
+			return err
+		} else if a != nil {
+			fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
+			continue
+		}
+		if d == attach.Ingress {
+			if err := ifc.CheckFree(); err != nil {
+				return err
+			}
+		}
+		todo = append(todo, d)
 	}
-	if err := ifc.CheckFree(); err != nil {
-		return err
+	if len(todo) == 0 {
+		return nil
 	}
 	var obj *ebpf.CollectionSpec
 	if l.Object != "" {
+		if l.Direction != string(attach.Ingress) {
+			return fmt.Errorf("--object gives an XDP program, which counts ingress only: load it with --direction ingress")
+		}
 		if obj, err = readObject(l.Object); err != nil {
 			return err
 		}
 	}
 	return c.withMaps(l.Capacity, func(set *maps.Set) error {
-		a, err := l.load(c, ifc, set, obj)
-		if err == nil {
+		var done []*attach.Attachment
+		for _, d := range todo {
+			a, err := l.load(c, ifc, d, set, obj)
+			if err != nil {
+				for _, a := range done {
+					attach.Detach(a)
+				}
+				return err
+			}
+			done = append(done, a)
+		}
+		for _, a := range done {
 			fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
 		}
-		return err
+		return nil
 	})
 }
 
-func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
+func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
 	var p *ebpf.Program
 	var err error
-	if obj != nil {
+	switch {
+	case obj != nil:
 		p, err = loadObject(l.Object, obj, set)
-	} else {
+	case d == attach.Egress:
+		hook, fallback := prog.TCHook()
+		if fallback {
+			c.Notice("this kernel has no __sk_buff.wire_len and gso_segs (Linux 5.1): egress counts a GSO packet as one packet, without the headers of its other segments")
+		}
+		p, err = prog.Load(hook, set)
+	default:
 		hook, linear := prog.XDPHook()
 		if linear {
 			c.Notice("this kernel has no bpf_xdp_get_buff_len (Linux 5.18): multi-buffer (jumbo) frames are counted by their first buffer only")
@@ -118,16 +158,38 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *eb
 	if l.Mode != "auto" {
 		o.Mode = attach.Mode(l.Mode)
 	}
+	if l.TC != "auto" {
+		o.TC = attach.TCPath(l.TC)
+	}
+	if d == attach.Egress {
+		return attach.AttachEgress(c.Dir, ifc, p, o)
+	}
 	return attach.Attach(c.Dir, ifc, p, o)
 }
 
 // how describes an attachment for people.
 func how(a *attach.Attachment) string {
+	if a.Direction == attach.Egress {
+		method := "TCX bpf_link"
+		if a.TC == attach.Clsact {
+			method = "cls_bpf filter on clsact, netlink"
+		}
+		return fmt.Sprintf("egress, %s, program id %d", method, a.ProgID)
+	}
 	method := "bpf_link"
 	if a.Netlink {
 		method = "netlink"
 	}
-	return fmt.Sprintf("%s mode, %s, program id %d", a.Mode, method, a.ProgID)
+	return fmt.Sprintf("ingress, %s mode, %s, program id %d", a.Mode, method, a.ProgID)
+}
+
+// short describes an attachment in a few words: its direction and its
+// XDP mode or TC path.
+func short(a attach.Attachment) string {
+	if a.Direction == attach.Egress {
+		return fmt.Sprintf("egress, %s", a.TC)
+	}
+	return fmt.Sprintf("ingress, %s", a.Mode)
 }
 
 // objectFix is what to do about an unusable --object file.
@@ -185,11 +247,13 @@ func programName(spec *ebpf.CollectionSpec) string {
 
 // UnloadCmd detaches the program from an interface.
 type UnloadCmd struct {
-	Dev string `name:"dev" required:"" placeholder:"IF" help:"Interface to stop counting on."`
+	Dev       string `name:"dev" required:"" placeholder:"IF" help:"Interface to stop counting on."`
+	Direction string `name:"direction" enum:"ingress,egress,both," default:"" help:"Direction to stop counting: ingress, egress or both (default: every direction loaded on IF)."`
 }
 
-// Run detaches the program from the interface; after the last interface,
-// it removes the maps and the pin directory.
+// Run detaches the program from the interface, in the directions asked
+// for; after the last attachment, it removes the maps and the pin
+// directory.
 func (u *UnloadCmd) Run(c *Context) error {
 	lock, err := c.lock(false)
 	if err != nil {
@@ -204,19 +268,34 @@ func (u *UnloadCmd) Run(c *Context) error {
 	if err != nil {
 		return err
 	}
-	a, err := attach.Find(c.Dir, ifc)
-	if err != nil {
-		return err
+	want := directions(u.Direction)
+	if u.Direction == "" {
+		want = directions("both")
 	}
-	if a == nil {
+	var found []*attach.Attachment
+	for _, d := range want {
+		a, err := attach.Find(c.Dir, ifc, d)
+		if err != nil {
+			return err
+		}
+		if a == nil && u.Direction != "" && u.Direction != "both" {
+			return fmt.Errorf("traffic_meter is not loaded on %s for %s (loaded on: %s): nothing to unload", u.Dev, d, names(all))
+		}
+		if a != nil {
+			found = append(found, a)
+		}
+	}
+	if len(found) == 0 {
 		return fmt.Errorf("traffic_meter is not loaded on %s (loaded on: %s): nothing to unload", u.Dev, names(all))
 	}
-	if err := attach.Detach(a); err != nil {
-		return err
+	for _, a := range found {
+		if err := attach.Detach(a); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", a.Ifname, a.Direction)
 	}
-	fmt.Fprintf(c.Stdout, "unloaded from %s\n", a.Ifname)
 	if c.removeIfUnused() {
-		fmt.Fprintf(c.Stdout, "that was the last interface: removed the maps, their rules and counters, and %s\n", c.Dir)
+		fmt.Fprintf(c.Stdout, "that was the last attachment: removed the maps, their rules and counters, and %s\n", c.Dir)
 	}
 	return nil
 }
@@ -228,7 +307,7 @@ func names(all []attach.Attachment) string {
 	}
 	var s []string
 	for _, a := range all {
-		s = append(s, a.Ifname)
+		s = append(s, fmt.Sprintf("%s (%s)", a.Ifname, a.Direction))
 	}
 	return strings.Join(s, ", ")
 }

@@ -139,7 +139,7 @@ func (c *Context) reader(read func(*maps.Set) ([]maps.RuleStats, error)) func() 
 			return r, err
 		}
 		for _, a := range ifaces {
-			r.Interfaces = append(r.Interfaces, fmt.Sprintf("%s (%s)", a.Ifname, a.Mode))
+			r.Interfaces = append(r.Interfaces, fmt.Sprintf("%s (%s)", a.Ifname, short(a)))
 		}
 		return r, nil
 	}

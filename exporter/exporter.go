@@ -31,10 +31,13 @@ import (
 // above 10000, and outside the kernel's ephemeral port range.
 const DefaultListen = "127.0.0.1:19864"
 
-// Interface is an interface the XDP program is loaded on.
+// Interface is an attachment of the program to an interface.
 type Interface struct {
 	Name string
-	// Mode is the XDP attachment mode, "native" or "generic".
+	// Direction is "ingress" (XDP) or "egress" (TC).
+	Direction string
+	// Mode is the XDP attachment mode, "native" or "generic", for
+	// ingress, and the TC path, "tcx" or "clsact", for egress.
 	Mode string
 }
 
@@ -99,14 +102,14 @@ func (e *Exporter) Gather() (_ []*dto.MetricFamily, done func(), _ error) {
 	}
 	info := make([]*dto.Metric, len(ifaces))
 	for i, iface := range ifaces {
-		info[i] = gauge(1, "interface", iface.Name, "mode", iface.Mode)
+		info[i] = gauge(1, "interface", iface.Name, "direction", iface.Direction, "mode", iface.Mode)
 	}
 	mfs := []*dto.MetricFamily{
 		packets, bytes,
 		family(Rules, "Number of rules of an address family.", dto.MetricType_GAUGE,
 			gauge(v4, "family", "ipv4"), gauge(float64(len(stats))-v4, "family", "ipv6")),
 		family(MapsLoaded, "1 if the pinned maps exist, 0 if nothing is loaded.", dto.MetricType_GAUGE, gauge(loaded)),
-		family(InterfaceInfo, "An interface the XDP program is loaded on, with its XDP mode; always 1.", dto.MetricType_GAUGE, info...),
+		family(InterfaceInfo, "An interface the program is loaded on, with the direction it counts (ingress with XDP, egress with TC) and its XDP mode or TC path; always 1.", dto.MetricType_GAUGE, info...),
 		family(ScrapeError, "1 if reading the maps or the interfaces failed in this scrape (see the exporter's log), else 0.", dto.MetricType_GAUGE, gauge(failed)),
 		family(ScrapeDuration, "Time taken to read the maps and the interfaces and build the metrics of this scrape.", dto.MetricType_GAUGE, gauge(time.Since(start).Seconds())),
 	}

@@ -49,7 +49,7 @@ func TestErrors(t *testing.T) {
 		{[]string{"import", "--file", write("empty.json", ``)}, `the file is empty`},
 		{[]string{"load", "--dev", "nosuchif0"}, `no interface "nosuchif0" in this network namespace: check the name with 'ip link'`},
 		{[]string{"unload", "--dev", "nosuchif0"}, `no interface "nosuchif0" in this network namespace`},
-		{[]string{"unload", "--dev", "lo"}, `traffic_meter is not loaded on lo (loaded on: ` + p.Dev[0] + `): nothing to unload`},
+		{[]string{"unload", "--dev", "lo"}, `traffic_meter is not loaded on lo (loaded on: ` + p.Dev[0] + ` (ingress)): nothing to unload`},
 		{[]string{"load"}, `missing flags: --dev=IF: see 'traffic_meter --help'`},
 		{[]string{"frobnicate"}, `unexpected argument frobnicate`},
 		{[]string{"load", "--dev", "lo", "--mode", "turbo"}, `--mode must be one of "auto","native","generic" but got "turbo"`},

@@ -34,7 +34,7 @@ func TestTwoInterfaces(t *testing.T) {
 	checkStats(t, p1, dir, expect(rules, both))
 	checkStats(t, p2, dir, expect(rules, both))
 
-	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "unloaded from "+p1.Dev[0]+"\n" {
+	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "unloaded from "+p1.Dev[0]+" (ingress)\n" {
 		t.Errorf("unload printed %q", out)
 	}
 	send(t, p1, oneFrame) // not counted any more
@@ -44,7 +44,7 @@ func TestTwoInterfaces(t *testing.T) {
 	fails(t, p1, dir, "not loaded on "+p1.Dev[0], "unload", "--dev", p1.Dev[0])
 
 	out := ok(t, p2, dir, "unload", "--dev", p2.Dev[0])
-	if !strings.Contains(out, "that was the last interface") {
+	if !strings.Contains(out, "that was the last attachment") {
 		t.Errorf("last unload printed %q", out)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
