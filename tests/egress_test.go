@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,14 +207,35 @@ func TestWire(t *testing.T) {
 				}
 			}
 			sh(t, p, 0, "ethtool", "-K", p.Dev[0], "tso", "off", "gso", "on")
-			const size = 8 << 20
-			bulk(t, p, peer, size)
+			// Count the skbs the egress hook sees, to make sure most
+			// are GSO packets of several segments.
+			skbs := newCounter(t)
+			if err := p.Do(0, func() error {
+				ifindex, err := p.Index(0)
+				if err != nil {
+					return err
+				}
+				l, err := link.AttachTCX(link.TCXOptions{Program: skbs.prog, Interface: ifindex, Attach: ebpf.AttachTCXEgress})
+				if err != nil {
+					return err
+				}
+				t.Cleanup(func() { l.Close() })
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			size := bulk(t, p, peer, 8<<20)
 			got := waitSame(t, p, sender, receiver)
+			if n, segs := skbs.seen(t), got[hostRule(me)].Out.Packets; n*2 > segs {
+				t.Fatalf("the egress hook saw %d skbs for %d segments: too few GSO packets to test", n, segs)
+			} else {
+				t.Logf("the egress hook saw %d skbs for %d segments", n, segs)
+			}
 			rules := []string{hostRule(me), hostRule(peer)}
 			for _, r := range rules {
 				t.Logf("%s: sender %+v", r, got[r])
 			}
-			if s := got[hostRule(me)].Out; s.Bytes < size || s.Packets < size/1500 {
+			if s := got[hostRule(me)].Out; s.Bytes < uint64(size) || s.Packets < uint64(size/1500) {
 				t.Fatalf("the sender counted %+v for %d bytes of payload", s, size)
 			}
 
@@ -282,31 +305,42 @@ func waitSame(t *testing.T, p *testnet.Pair, sender, receiver string) map[string
 	}
 }
 
-// bulk sends size bytes over TCP from NS[0] to a server at addr in NS[1],
-// and returns once the server has read them all and both ends closed.
-func bulk(t *testing.T, p *testnet.Pair, addr netip.Addr, size int) {
+// bulk sends about size bytes over TCP from NS[0] to a server at addr in
+// NS[1], in writes of whole segments (so that how the stack cuts the
+// stream into segments depends little on offloads), and returns the bytes
+// sent once the server has read them all and both ends closed.
+func bulk(t *testing.T, p *testnet.Pair, addr netip.Addr, size int) int {
 	t.Helper()
+	// A receive buffer larger than the transfer: the receiver's window
+	// never closes, so the sender sends no window probes, whose number
+	// would depend on how fast the server reads on this shared machine.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4*size) })
+		return err
+	}}
 	var l net.Listener
 	if err := p.Do(1, func() (err error) {
-		l, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+		l, err = lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(addr, 0).String())
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	got := make(chan error, 1)
+	type result struct {
+		n   int64
+		err error
+	}
+	got := make(chan result, 1)
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
-			got <- err
+			got <- result{0, err}
 			return
 		}
 		defer c.Close()
 		n, err := io.Copy(io.Discard, c)
-		if err == nil && n != int64(size) {
-			err = fmt.Errorf("the server read %d bytes, want %d", n, size)
-		}
-		got <- err
+		got <- result{n, err}
 	}()
 	var c net.Conn
 	if err := p.Do(0, func() (err error) {
@@ -315,17 +349,31 @@ func bulk(t *testing.T, p *testnet.Pair, addr netip.Addr, size int) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 64<<10)
-	for sent := 0; sent < size; sent += len(buf) {
-		if _, err := c.Write(buf[:min(len(buf), size-sent)]); err != nil {
+	// Nagle's algorithm (Go turns it off) holds back partial segments.
+	if err := c.(*net.TCPConn).SetNoDelay(false); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mss int
+	raw.Control(func(fd uintptr) { mss, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 32*mss)
+	sent := 0
+	for ; sent < size; sent += len(buf) {
+		if _, err := c.Write(buf); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-got; err != nil {
-		t.Fatal(err)
+	if r := <-got; r.err != nil || r.n != int64(sent) {
+		t.Fatalf("the server read %d of %d bytes: %v", r.n, sent, r.err)
 	}
 	// The server's close: wait for its FIN, which the client then ACKs.
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -333,6 +381,7 @@ func bulk(t *testing.T, p *testnet.Pair, addr netip.Addr, size int) {
 		t.Fatalf("waiting for the server's FIN: %v", err)
 	}
 	c.Close()
+	return sent
 }
 
 // foreign is a filter of the test's own on the egress of Dev[0]: a
@@ -348,6 +397,28 @@ type foreign struct {
 // sees only what our filter lets go on. It makes the clsact qdisc if there
 // is none.
 func addForeign(t *testing.T, p *testnet.Pair) *foreign {
+	t.Helper()
+	f := newCounter(t)
+	sh(t, p, 0, "sh", "-c", "tc qdisc show dev "+p.Dev[0]+" | grep -q clsact || tc qdisc add dev "+p.Dev[0]+" clsact")
+	err := p.Do(0, func() error {
+		l, err := netlink.LinkByName(p.Dev[0])
+		if err != nil {
+			return err
+		}
+		return netlink.FilterAdd(&netlink.BpfFilter{
+			FilterAttrs: netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_EGRESS,
+				Handle: 1, Priority: 0xfff0, Protocol: unix.ETH_P_ALL},
+			Fd: f.prog.FD(), Name: "foreign", DirectAction: true,
+		})
+	})
+	if err != nil {
+		t.Fatalf("add the foreign filter: %v", err)
+	}
+	return f
+}
+
+// newCounter loads the program of a foreign filter.
+func newCounter(t *testing.T) *foreign {
 	t.Helper()
 	count, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
 	if err != nil {
@@ -377,21 +448,6 @@ func addForeign(t *testing.T, p *testnet.Pair) *foreign {
 	}
 	f := &foreign{prog: prog, count: count}
 	f.id, _ = info.ID()
-	sh(t, p, 0, "sh", "-c", "tc qdisc show dev "+p.Dev[0]+" | grep -q clsact || tc qdisc add dev "+p.Dev[0]+" clsact")
-	err = p.Do(0, func() error {
-		l, err := netlink.LinkByName(p.Dev[0])
-		if err != nil {
-			return err
-		}
-		return netlink.FilterAdd(&netlink.BpfFilter{
-			FilterAttrs: netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_EGRESS,
-				Handle: 1, Priority: 0xfff0, Protocol: unix.ETH_P_ALL},
-			Fd: prog.FD(), Name: "foreign", DirectAction: true,
-		})
-	})
-	if err != nil {
-		t.Fatalf("add the foreign filter: %v", err)
-	}
 	return f
 }
 
