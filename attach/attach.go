@@ -34,6 +34,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // Mode is an XDP attach mode.
@@ -98,7 +100,7 @@ func LookupInterface(name string) (*Interface, error) {
 		}
 		return nil, fmt.Errorf("look up interface %q: %w", name, err)
 	}
-	ns, err := netnsInode()
+	ns, err := netnsInode("/proc/thread-self/ns/net")
 	if err != nil {
 		return nil, err
 	}
@@ -107,15 +109,6 @@ func LookupInterface(name string) (*Interface, error) {
 		ifc.XDPProg = ebpf.ProgramID(x.ProgId)
 	}
 	return ifc, nil
-}
-
-// netnsInode returns the inode of the calling thread's network namespace.
-func netnsInode() (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return 0, fmt.Errorf("find the network namespace: %w", err)
-	}
-	return st.Ino, nil
 }
 
 // CheckFree returns an error naming the XDP program the interface carries,
@@ -158,12 +151,11 @@ type Options struct {
 	// Mode forces an XDP mode. When empty, native mode is tried first and
 	// generic mode is the fallback.
 	Mode Mode
-	// Method forces an attach method. When empty, a bpf_link is tried
-	// first, and netlink is the fallback where the kernel has no XDP
-	// bpf_links.
+	// Method forces an attach method. When empty, it is a bpf_link where
+	// the kernel has XDP bpf_links (kernel.Probe), else netlink.
 	Method Method
-	// TC forces a TC path for egress. When empty, TCX is tried first,
-	// and clsact is the fallback where the kernel has no TCX.
+	// TC forces a TC path for egress. When empty, it is TCX where the
+	// kernel has it (kernel.Probe), else clsact.
 	TC TCPath
 	// Notice is told about each fallback taken.
 	Notice func(string)
@@ -183,21 +175,20 @@ func Attach(dir string, ifc *Interface, prog *ebpf.Program, o Options) (*Attachm
 		modes = []Mode{o.Mode}
 	}
 	useNetlink := o.Method == Netlink
+	if o.Method == "" {
+		f, err := kernel.Probe()
+		if err != nil {
+			return nil, err
+		}
+		useNetlink = !f.XDPLink
+	}
 	var err error
 	for _, mode := range modes {
 		a := &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Mode: mode, Direction: Ingress, netns: ifc.netns}
-		if !useNetlink {
-			err = a.attachLink(dir, prog)
-			// Before Linux 5.9 the kernel has no XDP links: try netlink.
-			if o.Method == "" && (errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL)) {
-				b := *a
-				if nlErr := b.attachNetlink(dir, ifc, prog); nlErr == nil {
-					o.notice(fmt.Sprintf("this kernel cannot attach XDP with a bpf_link (%v): attached through netlink instead", err))
-					return &b, nil
-				}
-			}
-		} else {
+		if useNetlink {
 			err = a.attachNetlink(dir, ifc, prog)
+		} else {
+			err = a.attachLink(dir, prog)
 		}
 		if err == nil {
 			return a, nil
@@ -267,6 +258,9 @@ func (a *Attachment) attachLink(dir string, prog *ebpf.Program) error {
 	return nil
 }
 
+// attachNetlink pins the program, then attaches it: a kill in between
+// leaves a pin of a program that is not attached, which Prune removes,
+// never an attachment of ours without a pin.
 func (a *Attachment) attachNetlink(dir string, ifc *Interface, prog *ebpf.Program) error {
 	a.Netlink = true
 	info, err := prog.Info()
@@ -275,35 +269,45 @@ func (a *Attachment) attachNetlink(dir string, ifc *Interface, prog *ebpf.Progra
 	}
 	id, _ := info.ID()
 	a.ProgID = id
-	flags := unix.XDP_FLAGS_UPDATE_IF_NOEXIST | unix.XDP_FLAGS_DRV_MODE
-	if a.Mode == Generic {
-		flags = unix.XDP_FLAGS_UPDATE_IF_NOEXIST | unix.XDP_FLAGS_SKB_MODE
-	}
-	if err := netlink.LinkSetXdpFdWithFlags(ifc.link, prog.FD(), flags); err != nil {
-		return err
-	}
 	a.pin = filepath.Join(LinksDir(dir), a.pinName())
 	if err := prog.Pin(a.pin); err != nil {
-		netlink.LinkSetXdpFdWithFlags(ifc.link, -1, flags&^unix.XDP_FLAGS_UPDATE_IF_NOEXIST)
 		return fmt.Errorf("pin the program: %w", err)
+	}
+	if err := netlink.LinkSetXdpFdWithFlags(ifc.link, prog.FD(), unix.XDP_FLAGS_UPDATE_IF_NOEXIST|a.Mode.netlinkFlag()); err != nil {
+		os.Remove(a.pin)
+		return err
 	}
 	return nil
 }
 
-// Detach detaches the program from the interface of a and removes its pin.
+// netlinkFlag is the netlink XDP flag of the mode.
+func (m Mode) netlinkFlag() int {
+	if m == Generic {
+		return unix.XDP_FLAGS_SKB_MODE
+	}
+	return unix.XDP_FLAGS_DRV_MODE
+}
+
+// Detach detaches the program from the interface of a, in whichever
+// network namespace the interface is, and then removes its pin: a kill in
+// between leaves a pin of an attachment that is gone, which Prune removes.
 func Detach(a *Attachment) error {
 	if a.Direction == Egress {
 		return detachTC(a)
 	}
 	if a.Netlink {
-		if l, err := netlink.LinkByIndex(a.Ifindex); err == nil && l.Attrs().Xdp != nil && ebpf.ProgramID(l.Attrs().Xdp.ProgId) == a.ProgID {
-			flags := unix.XDP_FLAGS_DRV_MODE
-			if a.Mode == Generic {
-				flags = unix.XDP_FLAGS_SKB_MODE
+		_, err := inNetns(a.netns, func() error {
+			l, err := netlink.LinkByIndex(a.Ifindex)
+			if err != nil || l.Attrs().Xdp == nil || ebpf.ProgramID(l.Attrs().Xdp.ProgId) != a.ProgID {
+				return nil // the interface, or our program on it, is gone
 			}
-			if err := netlink.LinkSetXdpFdWithFlags(l, -1, flags); err != nil {
+			if err := netlink.LinkSetXdpFdWithFlags(l, -1, a.Mode.netlinkFlag()); err != nil {
 				return fmt.Errorf("detach from %s: %w", a.Ifname, err)
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	} else if l, err := link.LoadPinnedLink(a.pin, nil); err == nil {
 		// Removing the pin would destroy the link, and detach it, only
@@ -320,58 +324,70 @@ func Detach(a *Attachment) error {
 	return nil
 }
 
-// List returns the interfaces the program pinned in dir is attached to,
-// pruning stale pins of deleted interfaces.
-//
-// A bpf_link whose interface was deleted is known to be stale wherever the
-// interface was. A netlink attachment is known to be stale only in the
-// caller's own network namespace, where the interface can be looked at.
+// List returns the attachments of the program pinned in dir that are still
+// there, leaving the pins of those that are gone (deleted interfaces) for
+// Prune. It changes nothing: readers call it under the shared lock.
 func List(dir string) ([]Attachment, error) {
-	entries, err := os.ReadDir(LinksDir(dir))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", LinksDir(dir), err)
-	}
-	ns, err := netnsInode()
+	live, _, err := scan(dir)
+	return live, err
+}
+
+// Prune removes the pins of attachments that are gone (their interface, or
+// our program on it) and returns those attachments. The caller must hold
+// the pin directory's exclusive lock.
+func Prune(dir string) ([]Attachment, error) {
+	_, stale, err := scan(dir)
 	if err != nil {
 		return nil, err
 	}
-	var out []Attachment
+	for _, a := range stale {
+		a.tidyClsact(dir)
+		if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale %s: %w", a.pin, err)
+		}
+	}
+	return stale, nil
+}
+
+// scan reads the pins in dir and sorts them into live and stale
+// attachments.
+func scan(dir string) (live, stale []Attachment, err error) {
+	entries, err := os.ReadDir(LinksDir(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", LinksDir(dir), err)
+	}
 	for _, e := range entries {
 		a, ok := parsePin(e.Name())
 		if !ok {
 			continue
 		}
 		a.pin = filepath.Join(LinksDir(dir), e.Name())
-		live, err := a.check(ns)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // unloaded meanwhile, by a command holding the lock
+		ok, err := a.check()
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			// unloaded meanwhile, by a command holding the lock
+		case err != nil:
+			return nil, nil, err
+		case ok:
+			live = append(live, *a)
+		default:
+			stale = append(stale, *a)
 		}
-		if err != nil {
-			return nil, err
-		}
-		if !live {
-			if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("remove stale %s: %w", a.pin, err)
-			}
-			continue
-		}
-		out = append(out, *a)
 	}
-	return out, nil
+	return live, stale, nil
 }
 
 // check fills in the program ID of a and the interface's current name, and
-// reports whether the attachment is still there. ns is the caller's
-// network namespace.
-func (a *Attachment) check(ns uint64) (live bool, err error) {
+// reports whether the attachment is still there.
+func (a *Attachment) check() (live bool, err error) {
 	if a.Direction == Egress {
-		return a.checkTC(ns)
+		return a.checkTC()
 	}
 	if a.Netlink {
-		p, err := ebpf.LoadPinnedProgram(a.pin, nil)
+		p, err := ebpf.LoadPinnedProgram(a.pin, &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
 			return false, fmt.Errorf("open %s: %w", a.pin, err)
 		}
@@ -382,7 +398,7 @@ func (a *Attachment) check(ns uint64) (live bool, err error) {
 		}
 		a.ProgID, _ = info.ID()
 	} else {
-		l, err := link.LoadPinnedLink(a.pin, nil)
+		l, err := link.LoadPinnedLink(a.pin, &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
 			return false, fmt.Errorf("open %s: %w", a.pin, err)
 		}
@@ -393,29 +409,29 @@ func (a *Attachment) check(ns uint64) (live bool, err error) {
 		}
 		a.ProgID = info.Program
 		if x := info.XDP(); x == nil || x.Ifindex == 0 {
-			return false, nil // the interface was deleted
+			return false, nil // the interface was deleted, or the link detached
 		}
 	}
-	if a.netns != ns {
-		return true, nil
+	found, err := inNetns(a.netns, func() error {
+		l, err := netlink.LinkByIndex(a.Ifindex)
+		var nf netlink.LinkNotFoundError
+		switch {
+		case err == nil:
+			a.Ifname = l.Attrs().Name
+			x := l.Attrs().Xdp
+			live = !a.Netlink || x != nil && x.Attached && ebpf.ProgramID(x.ProgId) == a.ProgID
+		case errors.As(err, &nf) || errors.Is(err, unix.ENODEV):
+			live = !a.Netlink // a link knows its interface is there
+		default:
+			return fmt.Errorf("look up interface %d: %w", a.Ifindex, err)
+		}
+		return nil
+	})
+	if !found {
+		// The namespace is gone, and its interfaces with it.
+		return false, err
 	}
-	l, err := netlink.LinkByIndex(a.Ifindex)
-	var nf netlink.LinkNotFoundError
-	switch {
-	case err == nil:
-		a.Ifname = l.Attrs().Name
-	case !a.Netlink:
-		return true, nil // the link knows its interface is there
-	case errors.As(err, &nf) || errors.Is(err, unix.ENODEV):
-		return false, nil
-	default:
-		return false, fmt.Errorf("look up interface %d: %w", a.Ifindex, err)
-	}
-	if !a.Netlink {
-		return true, nil
-	}
-	x := l.Attrs().Xdp
-	return x != nil && x.Attached && ebpf.ProgramID(x.ProgId) == a.ProgID, nil
+	return live, err
 }
 
 // describe names a program by its ID: "name (id N)".

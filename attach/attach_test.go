@@ -1,6 +1,16 @@
 package attach
 
-import "testing"
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/kernel"
+)
 
 func TestPinName(t *testing.T) {
 	for _, a := range []Attachment{
@@ -21,5 +31,83 @@ func TestPinName(t *testing.T) {
 		if _, ok := parsePin(name); ok {
 			t.Errorf("parsePin(%q) accepted it", name)
 		}
+	}
+}
+
+// TestAttach attaches a program to a veth with each method, lists and
+// detaches it. On a kernel without XDP bpf_links the bpf_link case tests
+// its fallback, netlink, instead, and says so.
+func TestAttach(t *testing.T) {
+	for _, m := range []Method{"", Link, Netlink} {
+		name := string(m)
+		if m == "" {
+			name = "auto"
+		}
+		t.Run(name, func(t *testing.T) { testAttach(t, m) })
+	}
+}
+
+func testAttach(t *testing.T, m Method) {
+	pair := testnet.NewPair(t)
+	f, err := kernel.Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNetlink := m == Netlink || !f.XDPLink
+	if m != Netlink && !f.XDPLink {
+		t.Logf("kernel %s has no XDP bpf_links (Linux 5.9): testing the fallback, netlink", f.Release)
+		m = Netlink
+	}
+	dir := fmt.Sprintf("/sys/fs/bpf/tm-attach-test-%d-%s", os.Getpid(), pair.Dev[0])
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	err = pair.Do(0, func() error {
+		ifc, err := LookupInterface(pair.Dev[0])
+		if err != nil {
+			return err
+		}
+		a, err := Attach(dir, ifc, prog, Options{Mode: Generic, Method: m})
+		if err != nil {
+			return err
+		}
+		if a.Netlink != wantNetlink {
+			t.Errorf("attached with netlink %v, want %v", a.Netlink, wantNetlink)
+		}
+		all, err := List(dir)
+		if err != nil {
+			return err
+		}
+		if len(all) != 1 || all[0].ProgID != a.ProgID || all[0].Ifname != pair.Dev[0] {
+			t.Errorf("listed %+v, want the attachment of program %d to %s", all, a.ProgID, pair.Dev[0])
+		}
+		if ifc, err = LookupInterface(pair.Dev[0]); err != nil {
+			return err
+		}
+		if ifc.XDPProg != a.ProgID {
+			t.Errorf("the interface carries program %d, want %d", ifc.XDPProg, a.ProgID)
+		}
+		if err := Detach(a); err != nil {
+			return err
+		}
+		if ifc, err = LookupInterface(pair.Dev[0]); err != nil {
+			return err
+		}
+		if ifc.XDPProg != 0 {
+			t.Errorf("the interface still carries program %d after Detach", ifc.XDPProg)
+		}
+		if all, err = List(dir); err != nil || len(all) != 0 {
+			t.Errorf("after Detach, listed %+v, %v", all, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

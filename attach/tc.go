@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // Direction is the traffic an attachment counts.
@@ -85,26 +87,32 @@ func (a *Attachment) clsactMarker(dir string) string {
 	return filepath.Join(LinksDir(dir), fmt.Sprintf("clsact_%d_%d", a.netns, a.Ifindex))
 }
 
-// AttachEgress attaches a TC program to the egress of ifc, beside whatever
-// other TC programs and filters it has, and pins the attachment in dir.
-// It uses TCX where the kernel has it, else (or when o.TC says so) a
-// clsact qdisc and a cls_bpf filter.
+// AttachEgress attaches a TC program to the egress of ifc, after whatever
+// other TC programs and filters it has, and pins the attachment in dir. It
+// uses TCX where the kernel has it (kernel.Probe), else (or when o.TC says
+// so) a clsact qdisc and a cls_bpf filter.
 func AttachEgress(dir string, ifc *Interface, prog *ebpf.Program, o Options) (*Attachment, error) {
 	if err := os.MkdirAll(LinksDir(dir), 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", LinksDir(dir), err)
 	}
-	a := &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Direction: Egress, TC: TCX, netns: ifc.netns}
-	if o.TC != Clsact {
-		err := a.attachTCX(dir, prog)
-		if err == nil {
-			return a, nil
+	path := o.TC
+	if path == "" {
+		f, err := kernel.Probe()
+		if err != nil {
+			return nil, err
 		}
-		if o.TC == TCX || !errors.Is(err, ebpf.ErrNotSupported) {
+		path = Clsact
+		if f.TCX {
+			path = TCX
+		}
+	}
+	a := &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Direction: Egress, TC: path, Netlink: path == Clsact, netns: ifc.netns}
+	if path == TCX {
+		if err := a.attachTCX(dir, prog); err != nil {
 			return nil, fmt.Errorf("attach to the egress of %s with TCX: %w", ifc.Name, err)
 		}
-		o.notice(fmt.Sprintf("this kernel has no TCX (Linux 6.6): attached to the egress of %s with a clsact qdisc and a cls_bpf filter instead", ifc.Name))
+		return a, nil
 	}
-	a = &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Direction: Egress, TC: Clsact, Netlink: true, netns: ifc.netns}
 	if err := a.attachClsact(dir, ifc, prog); err != nil {
 		return nil, fmt.Errorf("attach to the egress of %s with a cls_bpf filter: %w", ifc.Name, err)
 	}
@@ -217,23 +225,35 @@ func ourFilters(ifindex int, id ebpf.ProgramID) ([]netlink.Filter, error) {
 }
 
 // tidyClsact deletes the clsact qdisc we created on a's interface if no
-// filter uses it any more, and forgets that we created it.
+// filter uses it any more, and forgets that we created it. It runs in the
+// interface's network namespace; the marker goes even when that namespace
+// is gone.
 func (a *Attachment) tidyClsact(dir string) {
 	marker := a.clsactMarker(dir)
+	if a.TC != Clsact {
+		return
+	}
 	if _, err := os.Stat(marker); err != nil {
 		return
 	}
-	if l, err := netlink.LinkByIndex(a.Ifindex); err == nil {
+	inNetns(a.netns, func() error {
+		l, err := netlink.LinkByIndex(a.Ifindex)
+		if err != nil {
+			return nil
+		}
 		in, err1 := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
 		out, err2 := netlink.FilterList(l, netlink.HANDLE_MIN_EGRESS)
 		if err1 == nil && err2 == nil && len(in) == 0 && len(out) == 0 {
 			netlink.QdiscDel(clsact(a.Ifindex))
 		}
-	}
+		return nil
+	})
 	os.Remove(marker)
 }
 
-// detachTC detaches an egress attachment, then removes its pin.
+// detachTC detaches an egress attachment, in whichever network namespace
+// its interface is, then removes its pin: a kill in between leaves a pin
+// of an attachment that is gone, which Prune removes.
 func detachTC(a *Attachment) error {
 	if a.TC == TCX {
 		if l, err := link.LoadPinnedLink(a.pin, nil); err == nil {
@@ -244,22 +264,24 @@ func detachTC(a *Attachment) error {
 			}
 		}
 	} else {
-		ns, err := netnsInode()
+		_, err := inNetns(a.netns, func() error {
+			fs, err := ourFilters(a.Ifindex, a.ProgID)
+			var nf netlink.LinkNotFoundError
+			if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+				return nil // the interface is gone, and our filter with it
+			}
+			if err != nil {
+				return err
+			}
+			for _, f := range fs {
+				if err := netlink.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
+					return fmt.Errorf("delete the egress filter of %s: %w", a.Ifname, err)
+				}
+			}
+			return nil
+		})
 		if err != nil {
 			return err
-		}
-		if a.netns != ns {
-			return fmt.Errorf("the egress filter on %s is in another network namespace: run unload there", a.Ifname)
-		}
-		fs, err := ourFilters(a.Ifindex, a.ProgID)
-		var nf netlink.LinkNotFoundError
-		if err != nil && !errors.As(err, &nf) && !errors.Is(err, unix.ENODEV) {
-			return err
-		}
-		for _, f := range fs {
-			if err := netlink.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("delete the egress filter of %s: %w", a.Ifname, err)
-			}
 		}
 		a.tidyClsact(filepath.Dir(filepath.Dir(a.pin)))
 	}
@@ -270,7 +292,7 @@ func detachTC(a *Attachment) error {
 }
 
 // checkTC is check for an egress attachment.
-func (a *Attachment) checkTC(ns uint64) (live bool, err error) {
+func (a *Attachment) checkTC() (live bool, err error) {
 	if a.TC == TCX {
 		l, err := link.LoadPinnedLink(a.pin, nil)
 		if err != nil {
@@ -283,13 +305,14 @@ func (a *Attachment) checkTC(ns uint64) (live bool, err error) {
 		}
 		a.ProgID = info.Program
 		if x := info.TCX(); x == nil || x.Ifindex == 0 {
-			return false, nil // the interface was deleted
+			return false, nil // the interface was deleted, or the link detached
 		}
-		if a.netns == ns {
+		inNetns(a.netns, func() error {
 			if l, err := netlink.LinkByIndex(a.Ifindex); err == nil {
 				a.Ifname = l.Attrs().Name
 			}
-		}
+			return nil
+		})
 		return true, nil
 	}
 	p, err := ebpf.LoadPinnedProgram(a.pin, nil)
@@ -302,22 +325,26 @@ func (a *Attachment) checkTC(ns uint64) (live bool, err error) {
 		return false, err
 	}
 	a.ProgID, _ = info.ID()
-	if a.netns != ns {
-		return true, nil
+	found, err := inNetns(a.netns, func() error {
+		fs, err := ourFilters(a.Ifindex, a.ProgID)
+		var nf netlink.LinkNotFoundError
+		switch {
+		case errors.As(err, &nf) || errors.Is(err, unix.ENODEV):
+			live = false // the interface is gone
+		case err != nil:
+			return err
+		default:
+			// No filter of ours: removed by someone else, or a kill came
+			// between the pin and the filter.
+			live = len(fs) > 0
+			if l, err := netlink.LinkByIndex(a.Ifindex); err == nil {
+				a.Ifname = l.Attrs().Name
+			}
+		}
+		return nil
+	})
+	if !found {
+		return false, err // the namespace is gone, and its interfaces with it
 	}
-	fs, err := ourFilters(a.Ifindex, a.ProgID)
-	var nf netlink.LinkNotFoundError
-	if err != nil && !errors.As(err, &nf) && !errors.Is(err, unix.ENODEV) {
-		return false, err
-	}
-	if len(fs) == 0 {
-		// The interface or our filter is gone, or a kill came before the
-		// filter was added: tidy the qdisc we made for it.
-		a.tidyClsact(filepath.Dir(filepath.Dir(a.pin)))
-		return false, nil
-	}
-	if l, err := netlink.LinkByIndex(a.Ifindex); err == nil {
-		a.Ifname = l.Attrs().Name
-	}
-	return true, nil
+	return live, err
 }

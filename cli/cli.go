@@ -1,24 +1,70 @@
 // Package cli is traffic_meter's command line: the kong commands and their
 // output.
 //
-// Every command prints for people by default; list and stats print JSON
-// with --json. An error is one line on stderr, "traffic_meter: error:
+// Every command prints for people by default; list, stats and status print
+// JSON with --json. An error is one line on stderr, "traffic_meter: error:
 // <problem>: <fix>", with exit status 1, and the command changes nothing.
+//
+// # Changes, signals and crashes
+//
+// A command that changes the pin directory (load, unload, add, del,
+// import) holds its exclusive flock; the readers (list, stats, status,
+// each reading of stats --watch, each scrape of the exporter) hold the
+// shared one, and open the maps read-only. A reader therefore sees a
+// change whole or not at all, and never a set being created or removed.
+//
+// SIGINT and SIGTERM cancel the command's context. import and load then
+// undo what they did and exit 1 saying so; the short changes (add, del,
+// unload) finish first.
+//
+// Against SIGKILL and crashes, a change makes the mark "changing" in the
+// pin directory before its first step and removes it when it is whole, and
+// orders its steps so that a kill at any point leaves a state that the next
+// change repairs when it finds the mark, before its own work:
+//
+//   - add, import: each new rule's stats entry (zero counters, replacing
+//     any left without its rule) before the rule enters its trie. A kill
+//     leaves stats entries without a rule, which the repair deletes, and
+//     some of the rules, which readers show whole and a re-run completes.
+//   - del: the rule, then its stats entry; a kill leaves a stats entry
+//     without a rule.
+//   - load: the maps (when missing: all four, pinned one by one), the
+//     program, then the attachment. A bpf_link is made, then pinned: a kill
+//     before the pin closes the link, which detaches the program. Through
+//     netlink the program is pinned, then attached: a kill in between
+//     leaves a pin of a program attached nowhere, which every change
+//     removes. A set of fewer than four maps (a killed creation) is
+//     removed by the repair.
+//   - unload: detach, then unpin. After the last attachment, the mark
+//     "removing", then the maps' pins, the links directory and the pin
+//     directory; a repair that finds "removing" and no attachment completes
+//     the removal.
+//   - Every change also removes the pins of attachments that are gone
+//     (deleted interfaces and network namespaces), and the repair pins our
+//     XDP programs that it finds attached without a pin.
+//
+// Readers show rules from the tries only, so a repair that has not run
+// yet hides nothing that counts and shows nothing that does not.
 package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/alecthomas/kong"
 	"golang.org/x/sys/unix"
 
+	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/exporter"
+	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -42,12 +88,17 @@ type Globals struct {
 	BPFFSPin string `name:"bpffs-pin" default:"${default_pin}" placeholder:"DIR" help:"Directory on the BPF filesystem holding the pinned maps and attachments."`
 }
 
-// Context is what every command's Run gets: where to print and the pin
-// directory.
+// Context is what every command's Run gets: where to print, the pin
+// directory and a context cancelled by SIGINT and SIGTERM.
 type Context struct {
 	Stdout, Stderr io.Writer
 	// Dir is the pin directory (--bpffs-pin).
 	Dir string
+	// Ctx is cancelled when the process gets SIGINT or SIGTERM.
+	Ctx context.Context
+
+	// pruned are the attachments whose pins the last repair removed.
+	pruned []attach.Attachment
 }
 
 // Notice prints a notice on stderr.
@@ -64,7 +115,9 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	var root CLI
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	ctx := &Context{Stdout: out, Stderr: stderr}
+	sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx := &Context{Stdout: out, Stderr: stderr, Ctx: sig}
 	parser, err := kong.New(&root,
 		kong.Name("traffic_meter"),
 		kong.Description("Count packets and bytes per IP address or CIDR with XDP."),
@@ -77,12 +130,15 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		panic(err) // the command line is malformed: a bug
 	}
 	defer func() {
-		if r := recover(); r != nil {
-			code, ok := r.(exit)
-			if !ok {
-				panic(r)
-			}
-			status = int(code)
+		switch r := recover().(type) {
+		case nil:
+		case exit:
+			status = int(r)
+		default:
+			// A bug: one line, never a stack trace.
+			out.Flush()
+			fmt.Fprintf(stderr, "traffic_meter: error: internal error: %v: please report this bug\n", r)
+			status = 1
 		}
 	}()
 	kctx, err := parser.Parse(args)
@@ -99,47 +155,39 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	return 0
 }
 
-// run runs the parsed command as root.
+// run runs the parsed command as root, on a kernel that can run it: the
+// kernel is probed first, which lifts RLIMIT_MEMLOCK where the kernel
+// charges BPF maps to it.
 func run(kctx *kong.Context) error {
 	if os.Geteuid() != 0 {
 		return errNeedsRoot
 	}
-	err := kctx.Run()
+	_, err := kernel.Probe()
+	if err == nil {
+		err = kctx.Run()
+	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%v: %w", err, errNeedsRoot)
+		return fmt.Errorf("%v: %w", err, errRefused)
 	}
 	return err
 }
 
 var errNeedsRoot = errors.New("traffic_meter needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")
 
-// lock takes the pin directory's lock for a command that changes it. With
-// create, a missing pin directory is made, and the BPF filesystem mounted at
-// /sys/fs/bpf when missing.
-func (c *Context) lock(create bool) (*maps.Lock, error) {
-	l, mounted, err := maps.LockDir(c.Dir, create)
-	if mounted {
-		c.Notice("mounted the BPF filesystem at /sys/fs/bpf")
-	}
-	if errors.Is(err, maps.ErrNotLoaded) {
-		return nil, c.notLoaded()
-	}
-	return l, err
-}
+// errRefused explains a permission error as root.
+var errRefused = errors.New("the kernel refused it to root: check for a container without CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN, kernel lockdown, or a security module (SELinux, AppArmor)")
 
-// open opens the pinned maps, for a command that needs them to exist.
-func (c *Context) open() (*maps.Set, error) {
-	set, err := maps.Open(c.Dir)
-	if errors.Is(err, maps.ErrNotLoaded) {
-		return nil, c.notLoaded()
-	}
-	return set, err
-}
-
-// notLoaded explains that there are no maps in the pin directory.
+// notLoaded explains that there are no maps in the pin directory. The error
+// wraps maps.ErrNotLoaded.
 func (c *Context) notLoaded() error {
 	if !maps.OnBPFFS(c.Dir) {
-		return fmt.Errorf("%s is not on a BPF filesystem: mount one with 'mount -t bpf bpf /sys/fs/bpf', or pick a --bpffs-pin directory on one", c.Dir)
+		return notLoadedError(fmt.Sprintf("%s is not on a BPF filesystem: mount one with 'mount -t bpf bpf /sys/fs/bpf', or pick a --bpffs-pin directory on one", c.Dir))
 	}
-	return fmt.Errorf("nothing loaded and no rules in %s: run 'traffic_meter load --dev IF' or 'traffic_meter add --ip-address X' first", c.Dir)
+	return notLoadedError(fmt.Sprintf("nothing loaded and no rules in %s: run 'traffic_meter load --dev IF' or 'traffic_meter add --ip-address X' first", c.Dir))
 }
+
+// notLoadedError is the error of notLoaded.
+type notLoadedError string
+
+func (e notLoadedError) Error() string { return string(e) }
+func (e notLoadedError) Unwrap() error { return maps.ErrNotLoaded }

@@ -1,13 +1,9 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/exporter"
@@ -25,15 +21,13 @@ func (e *ExporterCmd) Run(c *Context) error {
 	if err != nil {
 		return fmt.Errorf("%v: pick another address with --listen HOST:PORT", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	c.Notice("serving the metrics of %s at http://%s/metrics", c.Dir, l.Addr())
 	log := slog.New(slog.NewTextHandler(c.Stderr, nil))
 	interfaces := func() ([]exporter.Interface, error) {
 		all, err := attach.List(c.Dir)
 		out := make([]exporter.Interface, len(all))
 		for i, a := range all {
-			out[i] = exporter.Interface{Name: a.Ifname, Direction: string(a.Direction), Mode: string(a.Mode)}
+			out[i] = exporter.Interface{Name: a.Where(), Direction: string(a.Direction), Mode: string(a.Mode)}
 			if a.Direction == attach.Egress {
 				out[i].Mode = string(a.TC)
 			}
@@ -41,5 +35,5 @@ func (e *ExporterCmd) Run(c *Context) error {
 		return out, err
 	}
 	exp := exporter.New(c.Dir, interfaces, log)
-	return exporter.Serve(ctx, l, exporter.Handler(exp, log))
+	return exporter.Serve(c.Ctx, l, exporter.Handler(exp, log))
 }

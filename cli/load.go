@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/prog"
 )
@@ -30,8 +32,8 @@ func (c *Context) openOrCreate(cp Capacity) (*maps.Set, error) {
 // withMaps runs change over the maps, creating them first when there are
 // none. When change fails, the maps this call created are removed again,
 // so that a failed command leaves nothing behind; when it succeeds, a
-// notice tells of maps created. The lock must be held.
-func (c *Context) withMaps(cp Capacity, change func(*maps.Set) error) error {
+// notice tells of maps created. The exclusive lock l must be held.
+func (c *Context) withMaps(l *maps.Lock, cp Capacity, change func(*maps.Set) error) error {
 	set, err := c.openOrCreate(cp)
 	if err != nil {
 		return err
@@ -39,7 +41,7 @@ func (c *Context) withMaps(cp Capacity, change func(*maps.Set) error) error {
 	defer set.Close()
 	if err := change(set); err != nil {
 		if set.Created {
-			c.removeIfUnused()
+			c.removeIfUnused(l)
 		}
 		return err
 	}
@@ -47,6 +49,19 @@ func (c *Context) withMaps(cp Capacity, change func(*maps.Set) error) error {
 		c.Notice("created the maps in %s, holding %d rules per address family", c.Dir, set.RulesV4.MaxEntries())
 	}
 	return nil
+}
+
+// errInterrupted says that SIGINT or SIGTERM stopped a command, which undid
+// what it had done.
+var errInterrupted = errors.New("interrupted by a signal")
+
+// interrupted returns errInterrupted, with what was undone, once the
+// command's context is cancelled.
+func (c *Context) interrupted(undone string) error {
+	if c.Ctx.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", errInterrupted, undone)
 }
 
 // LoadCmd attaches the program to an interface.
@@ -69,81 +84,112 @@ func directions(flag string) []attach.Direction {
 }
 
 // Run loads the program on the interface in each direction asked for,
-// creating the maps first if this is the first load. When a direction
-// fails, the directions this command loaded are unloaded again.
-func (l *LoadCmd) Run(c *Context) (err error) {
-	lock, err := c.lock(true)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	defer c.tidyOnError(&err)
-	ifc, err := attach.LookupInterface(l.Dev)
-	if err != nil {
-		return err
-	}
-	var todo []attach.Direction
-	for _, d := range directions(l.Direction) {
-		if a, err := attach.Find(c.Dir, ifc, d); err != nil {
-			return err
-		} else if a != nil {
-			fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
-			continue
-		}
-		if d == attach.Ingress {
-			if err := ifc.CheckFree(); err != nil {
-				return err
-			}
-		}
-		todo = append(todo, d)
-	}
-	if len(todo) == 0 {
-		return nil
-	}
+// creating the maps first if this is the first load. SIGINT or SIGTERM
+// before it is done, or a direction that fails, undo it all.
+func (l *LoadCmd) Run(c *Context) error {
 	var obj *ebpf.CollectionSpec
 	if l.Object != "" {
 		if l.Direction != string(attach.Ingress) {
-			return fmt.Errorf("--object gives an XDP program, which counts ingress only: load it with --direction ingress")
+			return errors.New("--object gives an XDP program, which counts ingress only: load it with --direction ingress")
 		}
+		var err error
 		if obj, err = readObject(l.Object); err != nil {
 			return err
 		}
 	}
-	return c.withMaps(l.Capacity, func(set *maps.Set) error {
-		var done []*attach.Attachment
-		for _, d := range todo {
-			a, err := l.load(c, ifc, d, set, obj)
+	return c.change(true, func(lock *maps.Lock) error {
+		ifc, err := attach.LookupInterface(l.Dev)
+		if err != nil {
+			return err
+		}
+		var todo []attach.Direction
+		for _, d := range directions(l.Direction) {
+			a, err := c.findOrAdopt(ifc, d)
 			if err != nil {
+				return err
+			}
+			if a != nil {
+				fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
+				continue
+			}
+			if d == attach.Ingress {
+				if err := ifc.CheckFree(); err != nil {
+					return err
+				}
+			}
+			todo = append(todo, d)
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		return c.withMaps(lock, l.Capacity, func(set *maps.Set) error {
+			const undone = "nothing was loaded"
+			var done []*attach.Attachment
+			undo := func(err error) error {
 				for _, a := range done {
 					attach.Detach(a)
 				}
 				return err
 			}
-			done = append(done, a)
-		}
-		for _, a := range done {
-			fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
-		}
-		return nil
+			for _, d := range todo {
+				if err := c.interrupted(undone); err != nil {
+					return undo(err)
+				}
+				a, err := l.load(c, ifc, d, set, obj)
+				if err != nil {
+					return undo(err)
+				}
+				done = append(done, a)
+			}
+			if err := c.interrupted(undone); err != nil {
+				return undo(err)
+			}
+			for _, a := range done {
+				fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
+			}
+			return nil
+		})
 	})
+}
+
+// findOrAdopt returns the attachment of the pinned program to ifc in
+// direction d, if any: pinned, or (ingress) our XDP program attached to
+// ifc without a pin, which it pins.
+func (c *Context) findOrAdopt(ifc *attach.Interface, d attach.Direction) (*attach.Attachment, error) {
+	if a, err := attach.Find(c.Dir, ifc, d); err != nil || a != nil || d != attach.Ingress || ifc.XDPProg == 0 || maps.Pinned(c.Dir) == 0 {
+		return a, err
+	}
+	set, err := maps.Open(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer set.Close()
+	ids, err := set.IDs()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := attach.Adopt(c.Dir, ids); err != nil {
+		return nil, err
+	}
+	return attach.Find(c.Dir, ifc, d)
 }
 
 func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
 	var p *ebpf.Program
 	var err error
-	switch {
-	case obj != nil:
+	if obj != nil {
 		p, err = loadObject(l.Object, obj, set)
-	case d == attach.Egress:
-		hook, fallback := prog.TCHook()
-		if fallback {
-			c.Notice("this kernel has no __sk_buff.wire_len and gso_segs (Linux 5.1): egress counts a GSO packet as one packet, without the headers of its other segments")
+	} else {
+		var f kernel.Features
+		if f, err = kernel.Probe(); err != nil {
+			return nil, err
 		}
-		p, err = prog.Load(hook, set)
-	default:
-		hook, linear := prog.XDPHook()
-		if linear {
-			c.Notice("this kernel has no bpf_xdp_get_buff_len (Linux 5.18): multi-buffer (jumbo) frames are counted by their first buffer only")
+		for _, fb := range f.Fallbacks() {
+			c.Notice("%s", fb.Notice)
+		}
+		hook := prog.XDPHook(f)
+		if d == attach.Egress {
+			hook = prog.TCHook(f)
 		}
 		p, err = prog.Load(hook, set)
 	}
@@ -245,59 +291,105 @@ func programName(spec *ebpf.CollectionSpec) string {
 	return ""
 }
 
-// UnloadCmd detaches the program from an interface.
+// UnloadCmd detaches the program from an interface, or from all.
 type UnloadCmd struct {
-	Dev       string `name:"dev" required:"" placeholder:"IF" help:"Interface to stop counting on."`
-	Direction string `name:"direction" enum:"ingress,egress,both," default:"" help:"Direction to stop counting: ingress, egress or both (default: every direction loaded on IF)."`
+	Dev       string `name:"dev" placeholder:"IF" help:"Interface to stop counting on."`
+	Direction string `name:"direction" enum:"ingress,egress,both," default:"" help:"With --dev, the direction to stop counting: ingress, egress or both (default: every direction loaded on IF)."`
+	All       bool   `name:"all" help:"Detach from every interface loaded from this pin directory, in any network namespace, and remove the maps."`
 }
 
-// Run detaches the program from the interface, in the directions asked
-// for; after the last attachment, it removes the maps and the pin
-// directory.
+// Run detaches the program from the interface, or from all; after the last
+// interface, it removes the maps and the pin directory. Like load, it is
+// idempotent: an interface that is not loaded is nothing to do, not an
+// error, so that a re-run of an interrupted unload succeeds.
 func (u *UnloadCmd) Run(c *Context) error {
-	lock, err := c.lock(false)
-	if err != nil {
-		return err
+	switch {
+	case u.Dev == "" && !u.All:
+		return errors.New("missing what to unload: give --dev IF, or --all")
+	case u.Dev != "" && u.All:
+		return errors.New("--dev and --all together: give one of them")
+	case u.Direction != "" && u.All:
+		return errors.New("--direction and --all together: --all unloads every direction; give --dev IF to pick one")
 	}
-	defer lock.Unlock()
-	all, err := attach.List(c.Dir)
-	if err != nil {
-		return err
+	if _, err := os.Stat(c.Dir); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(c.Stdout, "nothing loaded in %s: nothing to do\n", c.Dir)
+		return nil
 	}
-	ifc, err := attach.LookupInterface(u.Dev)
-	if err != nil {
-		return err
+	if u.All {
+		return u.all(c)
 	}
-	want := directions(u.Direction)
-	if u.Direction == "" {
-		want = directions("both")
-	}
-	var found []*attach.Attachment
-	for _, d := range want {
-		a, err := attach.Find(c.Dir, ifc, d)
+	return c.change(false, func(lock *maps.Lock) error {
+		ifc, err := attach.LookupInterface(u.Dev)
+		if err != nil {
+			// A loaded interface that is gone: the repair has
+			// removed its pin.
+			if !slices.ContainsFunc(c.pruned, func(a attach.Attachment) bool { return a.Ifname == u.Dev && a.InCallerNetns() }) {
+				return err
+			}
+			fmt.Fprintf(c.Stdout, "unloaded from %s\n", u.Dev)
+		} else {
+			want := directions(u.Direction)
+			if u.Direction == "" {
+				want = directions("both")
+			}
+			var found []*attach.Attachment
+			for _, d := range want {
+				a, err := attach.Find(c.Dir, ifc, d)
+				if err != nil {
+					return err
+				}
+				if a != nil {
+					found = append(found, a)
+				}
+			}
+			if len(found) == 0 {
+				all, err := attach.List(c.Dir)
+				if err == nil {
+					fmt.Fprintf(c.Stdout, "not loaded on %s%s (loaded on: %s): nothing to do\n", u.Dev, forDirection(u.Direction), names(all))
+				}
+				return err
+			}
+			for _, a := range found {
+				if err := attach.Detach(a); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", u.Dev, a.Direction)
+			}
+		}
+		if c.removeIfUnused(lock) {
+			fmt.Fprintf(c.Stdout, "that was the last attachment: removed the maps, their rules and counters, and %s\n", c.Dir)
+		}
+		return nil
+	})
+}
+
+// all detaches the program from every interface and removes the maps.
+func (u *UnloadCmd) all(c *Context) error {
+	return c.change(false, func(lock *maps.Lock) error {
+		all, err := attach.List(c.Dir)
 		if err != nil {
 			return err
 		}
-		if a == nil && u.Direction != "" && u.Direction != "both" {
-			return fmt.Errorf("traffic_meter is not loaded on %s for %s (loaded on: %s): nothing to unload", u.Dev, d, names(all))
+		for _, a := range all {
+			if err := attach.Detach(&a); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", a.Where(), a.Direction)
 		}
-		if a != nil {
-			found = append(found, a)
+		if !c.removeIfUnused(lock) {
+			return fmt.Errorf("could not remove the maps in %s: see 'traffic_meter status'", c.Dir)
 		}
+		fmt.Fprintf(c.Stdout, "removed the maps, their rules and counters, and %s\n", c.Dir)
+		return nil
+	})
+}
+
+// forDirection names a --direction flag for people, if one was given.
+func forDirection(flag string) string {
+	if flag == "" {
+		return ""
 	}
-	if len(found) == 0 {
-		return fmt.Errorf("traffic_meter is not loaded on %s (loaded on: %s): nothing to unload", u.Dev, names(all))
-	}
-	for _, a := range found {
-		if err := attach.Detach(a); err != nil {
-			return err
-		}
-		fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", a.Ifname, a.Direction)
-	}
-	if c.removeIfUnused() {
-		fmt.Fprintf(c.Stdout, "that was the last attachment: removed the maps, their rules and counters, and %s\n", c.Dir)
-	}
-	return nil
+	return " for " + flag
 }
 
 // names lists the interfaces of attachments for people.
@@ -312,19 +404,14 @@ func names(all []attach.Attachment) string {
 	return strings.Join(s, ", ")
 }
 
-// tidyOnError removes the links directory and the pin directory if *err is
-// set and they are empty: a failed command leaves nothing behind.
-func (c *Context) tidyOnError(err *error) {
-	if *err != nil {
-		os.Remove(attach.LinksDir(c.Dir))
-		os.Remove(c.Dir)
-	}
-}
-
 // removeIfUnused removes the maps and the pin directory when no interface
-// is loaded any more, and reports whether it did. The lock must be held.
-func (c *Context) removeIfUnused() bool {
+// is loaded any more, and reports whether it did. The exclusive lock l must
+// be held.
+func (c *Context) removeIfUnused(l *maps.Lock) bool {
 	if all, err := attach.List(c.Dir); err != nil || len(all) > 0 {
+		return false
+	}
+	if l.BeginRemove() != nil {
 		return false
 	}
 	if err := os.Remove(attach.LinksDir(c.Dir)); err != nil && !errors.Is(err, os.ErrNotExist) {

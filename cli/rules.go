@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -17,28 +18,24 @@ type AddCmd struct {
 }
 
 // Run adds the rule, creating the maps if nothing is loaded yet.
-func (a *AddCmd) Run(c *Context) (err error) {
+func (a *AddCmd) Run(c *Context) error {
 	r, err := rule.Parse(a.IPAddress)
 	if err != nil {
 		return err
 	}
-	lock, err := c.lock(true)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	defer c.tidyOnError(&err)
-	return c.withMaps(a.Capacity, func(set *maps.Set) error {
-		added, err := set.Add(r)
-		switch {
-		case err != nil:
-			return err
-		case added:
-			fmt.Fprintf(c.Stdout, "added %s\n", r)
-		default:
-			fmt.Fprintf(c.Stdout, "%s is a rule already: kept its counters\n", r)
-		}
-		return nil
+	return c.change(true, func(lock *maps.Lock) error {
+		return c.withMaps(lock, a.Capacity, func(set *maps.Set) error {
+			added, err := set.Add(r)
+			switch {
+			case err != nil:
+				return err
+			case added:
+				fmt.Fprintf(c.Stdout, "added %s\n", r)
+			default:
+				fmt.Fprintf(c.Stdout, "%s is a rule already: kept its counters\n", r)
+			}
+			return nil
+		})
 	})
 }
 
@@ -53,23 +50,23 @@ func (d *DelCmd) Run(c *Context) error {
 	if err != nil {
 		return err
 	}
-	lock, err := c.lock(false)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	set, err := c.open()
-	if err != nil {
-		return err
-	}
-	defer set.Close()
-	if err := set.Delete(r); errors.Is(err, maps.ErrUnknownRule) {
-		return fmt.Errorf("%v: see the rules with 'traffic_meter list'", err)
-	} else if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.Stdout, "deleted %s\n", r)
-	return nil
+	return c.change(false, func(*maps.Lock) error {
+		set, err := maps.Open(c.Dir)
+		if errors.Is(err, maps.ErrNotLoaded) {
+			return c.notLoaded()
+		}
+		if err != nil {
+			return err
+		}
+		defer set.Close()
+		if err := set.Delete(r); errors.Is(err, maps.ErrUnknownRule) {
+			return fmt.Errorf("%v: see the rules with 'traffic_meter list'", err)
+		} else if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Stdout, "deleted %s\n", r)
+		return nil
+	})
 }
 
 // ImportCmd adds the rules of a JSON file.
@@ -107,19 +104,18 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("%s: %v; nothing was imported", im.File, err)
 	}
-	lock, err := c.lock(true)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	defer c.tidyOnError(&err)
-	return c.withMaps(im.Capacity, func(set *maps.Set) error {
-		added, err := set.AddRules(rules)
-		if err != nil {
-			return fmt.Errorf("%v; nothing was imported", err)
-		}
-		fmt.Fprintf(c.Stdout, "imported %d rules (%d new), skipped %d\n", len(rules), added, skipped)
-		return nil
+	return c.change(true, func(lock *maps.Lock) error {
+		return c.withMaps(lock, im.Capacity, func(set *maps.Set) error {
+			added, err := set.AddRules(c.Ctx, rules)
+			if errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%w: removed the rules it had added; nothing was imported", errInterrupted)
+			}
+			if err != nil {
+				return fmt.Errorf("%v; nothing was imported", err)
+			}
+			fmt.Fprintf(c.Stdout, "imported %d rules (%d new), skipped %d\n", len(rules), added, skipped)
+			return nil
+		})
 	})
 }
 
@@ -130,12 +126,11 @@ type ListCmd struct {
 
 // Run prints the rules, IPv4 then IPv6, in canonical CIDR form.
 func (l *ListCmd) Run(c *Context) error {
-	set, err := c.open()
-	if err != nil {
+	var rules []maps.Rule
+	err := c.read(func(set *maps.Set) (err error) {
+		rules, err = set.Rules()
 		return err
-	}
-	defer set.Close()
-	rules, err := set.Rules()
+	})
 	if err != nil {
 		return err
 	}

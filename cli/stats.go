@@ -26,12 +26,11 @@ func (s *StatsCmd) Run(c *Context) error {
 	if s.live() {
 		return s.show(c, s.read)
 	}
-	set, err := c.open()
-	if err != nil {
+	var rows []maps.RuleStats
+	err := c.read(func(set *maps.Set) (err error) {
+		rows, err = s.read(set)
 		return err
-	}
-	defer set.Close()
-	rows, err := s.read(set)
+	})
 	if err != nil {
 		return err
 	}

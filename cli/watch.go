@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
-	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -65,8 +63,7 @@ func (w *WatchFlags) rank(rows []maps.RuleStats) []maps.RuleStats {
 // show runs the --watch view: live until Ctrl-C, or once after one
 // interval. read reads the stats to show.
 func (w *WatchFlags) show(c *Context, read func(*maps.Set) ([]maps.RuleStats, error)) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := c.Ctx
 	order := watch.ByRate
 	if w.Sort != "" {
 		order = watch.Order(w.Sort)
@@ -113,36 +110,37 @@ func (w *WatchFlags) once(ctx context.Context, out io.Writer, cfg watch.Config) 
 }
 
 // reader returns a function reading the maps (opened afresh each time,
-// so that maps removed and made again are followed) and the interfaces.
-// Once a reading succeeded, maps that are gone read as no rules.
+// under the shared lock, so that maps removed and made again are followed)
+// and the interfaces. Once a reading succeeded, maps that are gone read as
+// no rules.
 func (c *Context) reader(read func(*maps.Set) ([]maps.RuleStats, error)) func() (watch.Reading, error) {
 	started := false
 	return func() (watch.Reading, error) {
 		var r watch.Reading
-		set, err := maps.Open(c.Dir)
-		switch {
-		case errors.Is(err, maps.ErrNotLoaded) && started:
-		case errors.Is(err, maps.ErrNotLoaded):
-			return r, c.notLoaded()
-		case err != nil:
-			return r, err
-		default:
-			r.Stats, err = read(set)
-			set.Close()
-			if err != nil {
-				return r, err
+		err := c.read(func(set *maps.Set) (err error) {
+			if r.Stats, err = read(set); err != nil {
+				return err
 			}
+			r.Interfaces, err = c.interfaces()
+			return err
+		})
+		if errors.Is(err, maps.ErrNotLoaded) && started {
+			return watch.Reading{}, nil
 		}
-		started = true
-		ifaces, err := attach.List(c.Dir)
-		if err != nil {
-			return r, err
-		}
-		for _, a := range ifaces {
-			r.Interfaces = append(r.Interfaces, fmt.Sprintf("%s (%s)", a.Ifname, short(a)))
-		}
-		return r, nil
+		started = err == nil
+		return r, err
 	}
+}
+
+// interfaces lists the attachments for people, each as "name (direction,
+// XDP mode or TC path)".
+func (c *Context) interfaces() ([]string, error) {
+	all, err := attach.List(c.Dir)
+	var out []string
+	for _, a := range all {
+		out = append(out, fmt.Sprintf("%s (%s)", a.Where(), short(a)))
+	}
+	return out, err
 }
 
 // flushWriter flushes the command's buffered output after every write, so

@@ -8,19 +8,19 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Handler serves the exporter's metrics at /metrics and a short page at /.
 func Handler(e *Exporter, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", gzipped(promhttp.HandlerForTransactional(e, promhttp.HandlerOpts{
-		ErrorLog:           slog.NewLogLogger(log.Handler(), slog.LevelError),
-		ErrorHandling:      promhttp.HTTPErrorOnError,
-		DisableCompression: true,
+	mux.Handle("GET /metrics", gzipped(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", ContentType)
+		if err := e.Write(w); err != nil {
+			log.Debug("write a scrape", "err", err) // the scraper went away
+		}
 	})))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -48,15 +48,34 @@ func gzipped(h http.Handler) http.Handler {
 	})
 }
 
-// acceptsGzip reports whether an Accept-Encoding header allows gzip.
+// acceptsGzip reports whether an Accept-Encoding header allows gzip (RFC
+// 9110, 12.5.3): named, or covered by "*", with a quality above zero.
 func acceptsGzip(header string) bool {
+	gzip, star := -1.0, -1.0
 	for _, part := range strings.Split(header, ",") {
 		coding, params, _ := strings.Cut(part, ";")
-		if strings.TrimSpace(coding) == "gzip" && strings.ReplaceAll(params, " ", "") != "q=0" {
-			return true
+		q := 1.0
+		for _, p := range strings.Split(params, ";") {
+			name, value, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.EqualFold(strings.TrimSpace(name), "q") {
+				v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+				if err != nil || v < 0 || v > 1 {
+					v = 0 // an invalid weight: not acceptable
+				}
+				q = v
+			}
+		}
+		switch c := strings.ToLower(strings.TrimSpace(coding)); c {
+		case "gzip", "x-gzip":
+			gzip = max(gzip, q)
+		case "*":
+			star = q
 		}
 	}
-	return false
+	if gzip >= 0 {
+		return gzip > 0
+	}
+	return star > 0
 }
 
 // gzipWriter is a ResponseWriter whose body goes through a gzip writer.

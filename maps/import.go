@@ -1,37 +1,62 @@
 package maps
 
 import (
+	"context"
 	"errors"
-	"time"
+	"fmt"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
-// AddRules adds many rules at once, as Add adds one: first the stats
-// entries that are missing, then the rules that are missing, in batches of
-// map updates (one update at a time where the kernel cannot batch). Rules
-// that exist keep their counters, and a rule may be given more than once.
+// AddRules adds many rules at once, as Add adds one: a rule the trie lacks
+// gets a fresh stats entry with zero counters (replacing any stats entry a
+// crash left without its rule), then enters the trie; a rule the trie holds
+// is left as it is, counters and all. A rule may be given more than once.
 // It returns how many rules were new. The caller must hold the pin
 // directory's Lock.
 //
-// It is all or nothing: when anything fails, a full map included, the rules
-// and stats entries this call made are removed again.
-func (s *Set) AddRules(rules []Rule) (added int, err error) {
-	var v4 []Key4
-	var v6 []Key6
-	for _, r := range rules {
+// It is all or nothing: when anything fails, a full map included, or ctx is
+// cancelled, the rules this call inserted and their stats entries are
+// removed again, and the error wraps the cause (ctx.Err() on cancel).
+func (s *Set) AddRules(ctx context.Context, rules []Rule) (added int, err error) {
+	return s.insert(ctx, len(rules), func(i int) (Rule, Stats) { return rules[i], Stats{} }, nil)
+}
+
+// RestoreRules adds saved rules with their counters, as AddRules adds rules
+// with zero ones: a rule the trie lacks gets a stats entry holding its saved
+// totals (on the first CPU's slot, zero on the others) before it enters the
+// trie, so that no packet is lost or counted twice; a rule the trie holds
+// keeps counting untouched and is returned in present, once. When a rule is
+// given more than once, its first item counts. It returns how many rules
+// were restored, all or nothing and cancellable as AddRules.
+func (s *Set) RestoreRules(ctx context.Context, saved []RuleStats) (restored int, present []Rule, err error) {
+	restored, err = s.insert(ctx, len(saved), func(i int) (Rule, Stats) { return saved[i].Rule, saved[i].Stats },
+		func(r Rule) { present = append(present, r) })
+	if err != nil {
+		return 0, nil, err
+	}
+	return restored, present, nil
+}
+
+// insert adds the n rules that at gives, each absent one with the stats
+// that at gives for it, calling present with each rule the trie holds
+// already (present may be nil). It returns how many rules were new.
+func (s *Set) insert(ctx context.Context, n int, at func(int) (Rule, Stats), present func(Rule)) (int, error) {
+	var v4 entries[Key4]
+	var v6 entries[Key6]
+	for i := range n {
+		r, st := at(i)
 		if r.Addr().Is4() {
-			v4 = append(v4, Key4Of(r))
+			v4.add(Key4Of(r), st)
 		} else {
-			v6 = append(v6, Key6Of(r))
+			v6.add(Key6Of(r), st)
 		}
 	}
-	n4, undo4, err := addMany(s.v4(), v4)
+	n4, undo4, err := insertFamily(ctx, s.v4(), v4, present)
 	if err != nil {
 		return 0, err
 	}
-	n6, _, err := addMany(s.v6(), v6)
+	n6, _, err := insertFamily(ctx, s.v6(), v6, present)
 	if err != nil {
 		undo4()
 		return 0, err
@@ -39,100 +64,127 @@ func (s *Set) AddRules(rules []Rule) (added int, err error) {
 	return n4 + n6, nil
 }
 
-// addMany adds a family's rules: missing stats entries, then missing rules.
-// It returns how many rules were new and a function that takes out again
-// what it made; on error it has done that already.
-func addMany[K key](f family[K], keys []K) (added int, undo func(), err error) {
-	existing, err := f.statsKeys()
+// entries are rule keys with the stats each starts from if it is new.
+type entries[K key] struct {
+	keys  []K
+	stats []Stats
+}
+
+func (e *entries[K]) add(k K, st Stats) {
+	e.keys = append(e.keys, k)
+	e.stats = append(e.stats, st)
+}
+
+// insertFamily adds a family's rules that the trie lacks: first their
+// stats entries, then the rules. It returns how many rules were new and a
+// function that takes out again what it made; on error it has done that
+// already.
+func insertFamily[K key](ctx context.Context, f family[K], in entries[K], present func(Rule)) (added int, undo func(), err error) {
+	seen, err := f.ruleKeys()
 	if err != nil {
 		return 0, nil, err
 	}
-	// Rules whose stats entry is missing are new; the others are new too
-	// if the trie lacks them (left behind by an interrupted delete).
-	var newStats, newRules []K
-	seen := make(map[K]bool, len(keys))
-	for _, k := range keys {
-		if seen[k] {
+	var fresh entries[K]
+	for i, k := range in.keys {
+		switch seen[k] {
+		case absent:
+			fresh.add(k, in.stats[i])
+		case inTrie:
+			if present != nil {
+				present(k.Rule())
+			}
+		default:
 			continue
 		}
-		seen[k] = true
-		if !existing[k] {
-			newStats = append(newStats, k)
-			newRules = append(newRules, k)
-		} else if has, err := f.has(k); err != nil {
-			return 0, nil, err
-		} else if !has {
-			newRules = append(newRules, k)
-		}
+		seen[k] = given
 	}
 	ncpu := ebpf.MustPossibleCPU()
-	zero := make([]Stats, min(len(newStats), batchSize)*ncpu)
-	made, err := update(f.stats, newStats, func(batch []K) []Stats { return zero[:len(batch)*ncpu] })
+	vals := make([]Stats, min(len(fresh.keys), batchSize)*ncpu)
+	made, err := update(ctx, f.stats, fresh.keys, func(off int, batch []K) []Stats {
+		v := vals[:len(batch)*ncpu]
+		clear(v)
+		for i := range batch {
+			v[i*ncpu] = fresh.stats[off+i]
+		}
+		return v
+	})
 	if err != nil {
-		deleteKeys(f.stats, newStats[:made])
+		deleteKeys(f.stats, fresh.keys[:made])
 		return 0, nil, fullOr(err, f.stats, "create stats entries")
 	}
-	prefixlens := make([]uint32, min(len(newRules), batchSize))
-	made, err = update(f.rules, newRules, func(batch []K) []uint32 {
+	prefixlens := make([]uint32, min(len(fresh.keys), batchSize))
+	made, err = update(ctx, f.rules, fresh.keys, func(_ int, batch []K) []uint32 {
 		for i, k := range batch {
 			prefixlens[i] = uint32(k.Rule().Bits())
 		}
 		return prefixlens[:len(batch)]
 	})
 	undo = func() {
-		deleteKeys(f.rules, newRules[:made])
-		deleteKeys(f.stats, newStats)
+		deleteKeys(f.rules, fresh.keys[:made])
+		deleteKeys(f.stats, fresh.keys)
 	}
 	if err != nil {
 		undo()
 		return 0, nil, fullOr(err, f.rules, "add rules")
 	}
-	return len(newRules), undo, nil
+	return len(fresh.keys), undo, nil
 }
 
-// statsKeys reads the keys of the stats table.
-func (f family[K]) statsKeys() (map[K]bool, error) {
-	set := make(map[K]bool)
-	err := f.each(func(k K, _ Stats) { set[k] = true })
-	return set, err
+// What insertFamily knows of a key.
+const (
+	absent = iota // neither in the trie nor given yet
+	inTrie        // in the trie, not given yet
+	given         // given already: the next items of this rule change nothing
+)
+
+// ruleKeys reads the keys of the rule trie, in batches where the kernel
+// can (5.13), each marked inTrie.
+func (f family[K]) ruleKeys() (map[K]uint8, error) {
+	set := make(map[K]uint8)
+	err := readBatches(f.rules, 1, func(k K, _ []uint32) { set[k] = inTrie })
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		var k K
+		var prefixlen uint32
+		it := f.rules.Iterate()
+		for it.Next(&k, &prefixlen) {
+			set[k] = inTrie
+		}
+		err = it.Err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	return set, nil
 }
 
-// update writes keys to m with the values that values gives for a batch of
-// keys (as many per key as m has per key), in batches where the kernel can,
-// and returns how many keys it wrote, also on error: keys[:n] are written.
-//
-// A map that is not preallocated takes each new entry's memory from caches
-// the kernel refills in the background, and a burst of updates can find
-// them empty (ENOMEM): update waits for the refill, giving up only when no
-// entry could be added for a while.
-func update[K key, V any](m *ebpf.Map, keys []K, values func(batch []K) []V) (n int, err error) {
-	stalled := time.Duration(0)
+// update writes keys to m with the values that values gives for the batch
+// of keys starting at off (as many per key as m has per key), in batches
+// where the kernel can, and returns how many keys it wrote, also on error:
+// keys[:n] are written. It stops with an error wrapping ctx.Err() when ctx
+// is cancelled.
+func update[K key, V any](ctx context.Context, m *ebpf.Map, keys []K, values func(off int, batch []K) []V) (n int, err error) {
 	for n < len(keys) {
+		if err := ctx.Err(); err != nil {
+			return n, fmt.Errorf("interrupted: %w", err)
+		}
 		batch := keys[n:min(len(keys), n+batchSize)]
-		vals := values(batch)
-		done, err := m.BatchUpdate(batch, vals, nil)
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			done, err = updateEach(m, batch, vals)
-		}
+		vals := values(n, batch)
+		done := 0
+		err := retryNoMem(func() error {
+			d, err := m.BatchUpdate(batch[done:], vals[done*len(vals)/len(batch):], nil)
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				d, err = updateEach(m, batch[done:], vals[done*len(vals)/len(batch):])
+			}
+			done += d
+			return err
+		})
 		n += done
-		if done > 0 {
-			stalled = 0
-		}
-		if errors.Is(err, unix.ENOMEM) && stalled < refillWait {
-			time.Sleep(time.Millisecond)
-			stalled += time.Millisecond
-			continue
-		}
 		if err != nil {
 			return n, err
 		}
 	}
 	return n, nil
 }
-
-// refillWait is how long update waits for the kernel to find memory for
-// one more entry.
-const refillWait = 5 * time.Second
 
 // updateEach writes keys one at a time, stopping at the first error, and
 // returns how many it wrote, as a batch update does.

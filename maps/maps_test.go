@@ -2,6 +2,7 @@ package maps
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -332,7 +333,7 @@ func TestFull(t *testing.T) {
 	if _, err := s.Add(p("10.0.0.3/32")); !errors.Is(err, ErrFull) {
 		t.Fatalf("third rule: %v, want ErrFull", err)
 	}
-	if _, err := s.AddRules([]netip.Prefix{p("10.0.0.1/32"), p("10.0.0.4/32"), p("2001:db8::1/128")}); !errors.Is(err, ErrFull) {
+	if _, err := s.AddRules(context.Background(), []netip.Prefix{p("10.0.0.1/32"), p("10.0.0.4/32"), p("2001:db8::1/128")}); !errors.Is(err, ErrFull) {
 		t.Fatalf("batch over capacity: %v, want ErrFull", err)
 	}
 	all, err := s.Stats()

@@ -39,8 +39,8 @@ func (s *Set) v4() family[Key4] { return family[Key4]{s.RulesV4, s.StatsV4, Key4
 func (s *Set) v6() family[Key6] { return family[Key6]{s.RulesV6, s.StatsV6, Key6Of} }
 
 // Add adds a rule: first its zero stats entry, then the rule, so that the
-// XDP program never matches a rule it cannot count. A rule that exists
-// keeps its counters; added reports whether the rule is new.
+// XDP program never matches a rule it cannot count. A rule that exists (is
+// in the trie) keeps its counters; added reports whether the rule is new.
 func (s *Set) Add(r Rule) (added bool, err error) {
 	if r.Addr().Is4() {
 		return s.v4().add(r)
@@ -50,31 +50,28 @@ func (s *Set) Add(r Rule) (added bool, err error) {
 
 func (f family[K]) add(r Rule) (bool, error) {
 	k := f.keyOf(r)
-	zero := make([]Stats, ebpf.MustPossibleCPU())
-	newStats := true
-	if err := retryNoMem(func() error { return f.stats.Update(k, zero, ebpf.UpdateNoExist) }); errors.Is(err, ebpf.ErrKeyExist) {
-		newStats = false
-	} else if err != nil {
-		return false, fullOr(err, f.stats, "create stats entry of "+r.String())
-	}
-	existed, err := f.has(k)
-	if err != nil {
-		if newStats {
-			f.stats.Delete(k)
-		}
+	if has, err := f.has(k); err != nil || has {
 		return false, err
 	}
+	// The rule is new: its stats entry starts from zero, whatever a
+	// killed change may have left under its key.
+	zero := make([]Stats, ebpf.MustPossibleCPU())
+	if err := retryNoMem(func() error { return f.stats.Update(k, zero, ebpf.UpdateAny) }); err != nil {
+		return false, fullOr(err, f.stats, "create stats entry of "+r.String())
+	}
 	if err := retryNoMem(func() error { return f.rules.Update(k, uint32(r.Bits()), ebpf.UpdateAny) }); err != nil {
-		if newStats {
-			f.stats.Delete(k)
-		}
+		f.stats.Delete(k)
 		return false, fullOr(err, f.rules, "add rule "+r.String())
 	}
-	return !existed, nil
+	return true, nil
 }
 
-// retryNoMem runs an insert, again while it fails with ENOMEM for up to
-// refillWait: see update.
+// retryNoMem runs an insert, again while it fails with ENOMEM, until it
+// has failed so for refillWait. Every insert into the maps goes through it.
+//
+// A map that is not preallocated takes each new entry's memory from caches
+// the kernel refills in the background, and a burst of updates can find
+// them empty (ENOMEM): retryNoMem waits for the refill.
 func retryNoMem(insert func() error) error {
 	err := insert()
 	for waited := time.Duration(0); errors.Is(err, unix.ENOMEM) && waited < refillWait; waited += time.Millisecond {
@@ -83,6 +80,10 @@ func retryNoMem(insert func() error) error {
 	}
 	return err
 }
+
+// refillWait is how long retryNoMem waits for the kernel to find memory
+// for one more entry.
+const refillWait = 5 * time.Second
 
 // fullOr turns a map's "no room" error (E2BIG from a hash, ENOSPC from a
 // trie) into ErrFull.
@@ -168,80 +169,85 @@ func (s *Set) Rules() ([]Rule, error) {
 // batchSize is how many entries one batched map syscall moves.
 const batchSize = 4096
 
-// list reads the rule trie, in batches where the kernel can (5.6).
+// list reads the rule trie.
 func (f family[K]) list() ([]Rule, error) {
 	var rules []Rule
-	err := readBatches(f.rules, 1, func(k K, _ []uint32) { rules = append(rules, k.Rule()) })
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		rules = nil
-		var k K
-		var prefixlen uint32
-		it := f.rules.Iterate()
-		for it.Next(&k, &prefixlen) {
-			rules = append(rules, k.Rule())
-		}
-		err = it.Err()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
+	if err := f.eachRule(func(k K) { rules = append(rules, k.Rule()) }); err != nil {
+		return nil, err
 	}
 	sortRules(rules, func(r Rule) Rule { return r })
 	return rules, nil
 }
 
-// Stats returns every rule's stats, IPv4 then IPv6, in the order of Rules.
-func (s *Set) Stats() ([]RuleStats, error) {
-	v4, err := s.v4().all()
-	if err != nil {
-		return nil, err
+// eachRule calls fn with every key of the rule trie, in the trie's order.
+func (f family[K]) eachRule(fn func(K)) error {
+	if err := readBatches(f.rules, 1, func(k K, _ []uint32) { fn(k) }); err != nil {
+		return fmt.Errorf("read rules: %w", err)
 	}
-	v6, err := s.v6().all()
-	if err != nil {
-		return nil, err
-	}
-	return append(v4, v6...), nil
+	return nil
 }
 
-// all reads the stats table. Every rule has a stats entry, and only rules
-// have one, so the table's keys are the family's rules.
-func (f family[K]) all() ([]RuleStats, error) {
+// Stats returns every rule's stats, IPv4 then IPv6, in the order of Rules.
+func (s *Set) Stats() ([]RuleStats, error) {
 	var out []RuleStats
-	err := f.each(func(k K, s Stats) { out = append(out, RuleStats{k.Rule(), s}) })
-	if err != nil {
+	if err := s.EachStats(func(rs RuleStats) { out = append(out, rs) }); err != nil {
 		return nil, err
 	}
+	// The families stay apart: IPv4 sorts before IPv6.
 	sortRules(out, func(rs RuleStats) Rule { return rs.Rule })
 	return out, nil
 }
 
 // EachStats calls fn with every rule's stats summed over CPUs, IPv4 then
-// IPv6, in the stats tables' own order: as Stats, without collecting or
-// sorting, for readers of every rule such as the Prometheus exporter.
+// IPv6, in the tries' own order: as Stats, without collecting or sorting,
+// so that a reader of every rule such as the Prometheus exporter needs
+// memory for one batch of rules only.
+//
+// The rules are the tries' (the truth of which rules exist): a stats
+// entry without a rule, left by a change that was killed, is never seen.
 func (s *Set) EachStats(fn func(RuleStats)) error {
-	if err := s.v4().each(func(k Key4, st Stats) { fn(RuleStats{k.Rule(), st}) }); err != nil {
+	if err := s.v4().eachStats(func(k Key4, st Stats) { fn(RuleStats{k.Rule(), st}) }); err != nil {
 		return err
 	}
-	return s.v6().each(func(k Key6, st Stats) { fn(RuleStats{k.Rule(), st}) })
+	return s.v6().eachStats(func(k Key6, st Stats) { fn(RuleStats{k.Rule(), st}) })
 }
 
-// each calls fn with every entry of the family's stats table, its per-CPU
-// values summed.
-func (f family[K]) each(fn func(K, Stats)) error {
-	err := readBatches(f.stats, ebpf.MustPossibleCPU(), func(k K, perCPU []Stats) { fn(k, SumCPUs(perCPU)) })
-	if err != nil {
-		return fmt.Errorf("read stats: %w", err)
-	}
-	return nil
+// eachStats calls fn with every rule of the trie and its stats, per-CPU
+// values summed: a batch of rules from the trie, then each rule's stats
+// entry (a rule whose entry is missing, which no change leaves, counts
+// zero).
+func (f family[K]) eachStats(fn func(K, Stats)) error {
+	perCPU := make([]Stats, ebpf.MustPossibleCPU())
+	var failed error
+	err := f.eachRule(func(k K) {
+		if failed != nil {
+			return
+		}
+		err := f.stats.Lookup(k, perCPU)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			fn(k, Stats{})
+		case err != nil:
+			failed = fmt.Errorf("look up stats of %s: %w", k.Rule(), err)
+		default:
+			fn(k, SumCPUs(perCPU))
+		}
+	})
+	return cmp.Or(failed, err)
 }
 
 // readBatches calls fn with every key of m and its values (per of them: one,
-// or one per CPU), reading m in batches.
+// or one per CPU), reading m in batches where the kernel can (hash maps
+// 5.6, LPM tries 5.13), else key by key.
 func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	keys := make([]K, batchSize)
 	values := make([]V, batchSize*per)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cursor, keys, values, nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return readEach(m, per, fn)
+		}
 		for i := range n {
 			fn(keys[i], values[i*per:(i+1)*per])
 		}
@@ -252,6 +258,24 @@ func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 			return err
 		}
 	}
+}
+
+// readEach is readBatches one key at a time, for kernels without batch
+// lookups on m's type of map.
+func readEach[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
+	var k K
+	values := make([]V, per)
+	it := m.Iterate()
+	if m.Type() == ebpf.PerCPUHash {
+		for it.Next(&k, &values) {
+			fn(k, values)
+		}
+	} else {
+		for it.Next(&k, &values[0]) {
+			fn(k, values)
+		}
+	}
+	return it.Err()
 }
 
 func sortRules[T any](s []T, rule func(T) Rule) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -13,9 +12,6 @@ import (
 
 // DefaultPinDir is where the maps are pinned unless --bpffs-pin says otherwise.
 const DefaultPinDir = "/sys/fs/bpf/traffic_meter"
-
-// bpffsRoot is the usual mount point of the BPF filesystem.
-const bpffsRoot = "/sys/fs/bpf"
 
 // ErrNotLoaded says that the pin directory holds no maps: nothing was loaded
 // and no rule was added since the last interface was unloaded.
@@ -66,15 +62,22 @@ func (s *Set) Close() error {
 	return nil
 }
 
-// Open opens the pinned set in dir. It returns an error wrapping
-// ErrNotLoaded when dir holds no maps, and a layout error when a pinned
-// map was made by an incompatible version.
-func Open(dir string) (*Set, error) { return open(dir, 0) }
+// Open opens the pinned set in dir for reading and writing. It returns an
+// error wrapping ErrNotLoaded when dir holds no maps, or only some of them
+// (the remains of a change that was killed, which the next change removes),
+// and a layout error when a pinned map was made by an incompatible version.
+func Open(dir string) (*Set, error) { return open(dir, 0, nil) }
+
+// OpenReadOnly opens the pinned set in dir as Open does, read-only: for the
+// readers, which need only read access to the pins.
+func OpenReadOnly(dir string) (*Set, error) {
+	return open(dir, 0, &ebpf.LoadPinOptions{ReadOnly: true})
+}
 
 // OpenOrCreate opens the pinned set in dir, creating and pinning the maps
 // that are missing, each holding up to maxRules entries. The caller must
-// hold the directory's Lock.
-func OpenOrCreate(dir string, maxRules uint32) (*Set, error) { return open(dir, maxRules) }
+// hold the directory's exclusive Lock.
+func OpenOrCreate(dir string, maxRules uint32) (*Set, error) { return open(dir, maxRules, nil) }
 
 // Create makes a set of unpinned maps, each holding up to maxRules
 // entries: a private set for tests and benchmarks of the program.
@@ -92,13 +95,13 @@ func Create(maxRules uint32) (*Set, error) {
 }
 
 // open opens the set in dir, creating missing maps when maxRules > 0.
-func open(dir string, maxRules uint32) (*Set, error) {
+func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) {
 	s := &Set{Dir: dir}
 	want := Spec(max(maxRules, 1))
 	missing := 0
 	for _, n := range Names {
 		path := filepath.Join(dir, n)
-		m, err := ebpf.LoadPinnedMap(path, nil)
+		m, err := ebpf.LoadPinnedMap(path, opts)
 		if errors.Is(err, os.ErrNotExist) {
 			missing++
 			continue
@@ -116,11 +119,9 @@ func open(dir string, maxRules uint32) (*Set, error) {
 	switch {
 	case missing == 0:
 		return s, nil
-	case maxRules == 0 && missing == len(Names):
-		return nil, fmt.Errorf("%w in %s", ErrNotLoaded, dir)
 	case maxRules == 0:
 		s.Close()
-		return nil, fmt.Errorf("%s holds an incomplete set of maps: run 'traffic_meter load' again to complete it", dir)
+		return nil, fmt.Errorf("%w in %s", ErrNotLoaded, dir)
 	}
 	s.Created = missing == len(Names)
 	for _, n := range Names {
@@ -135,7 +136,7 @@ func open(dir string, maxRules uint32) (*Set, error) {
 		if err != nil {
 			s.Close()
 			if s.Created {
-				removePins(dir)
+				Unpin(dir)
 			}
 			return nil, fmt.Errorf("create map %s in %s: %w", n, dir, err)
 		}
@@ -157,10 +158,17 @@ func (s *Set) setMap(name string, m *ebpf.Map) {
 }
 
 // Remove unpins the maps and removes the pin directory if nothing else is
-// left in it. The caller must hold the directory's Lock.
+// left in it. The caller must hold the directory's exclusive Lock, and
+// should have marked the removal (Lock.BeginRemove), so that a removal
+// that is killed half-way is completed by the next change.
 func Remove(dir string) error {
-	if err := removePins(dir); err != nil {
+	if err := Unpin(dir); err != nil {
 		return err
+	}
+	for _, m := range []string{removingMark, changingMark} {
+		if err := os.Remove(filepath.Join(dir, m)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", m, err)
+		}
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
 		return fmt.Errorf("remove pin directory: %w", err)
@@ -168,7 +176,9 @@ func Remove(dir string) error {
 	return nil
 }
 
-func removePins(dir string) error {
+// Unpin removes the pins of the maps, leaving the pin directory. The caller
+// must hold the directory's exclusive Lock.
+func Unpin(dir string) error {
 	for _, n := range Names {
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("unpin %s: %w", n, err)
@@ -177,111 +187,17 @@ func removePins(dir string) error {
 	return nil
 }
 
-// Lock is an exclusive lock on a pin directory, serialising the commands
-// that change it (creating, filling and removing the maps and attachments).
-type Lock struct{ f *os.File }
-
-// LockDir takes the lock on dir, waiting for other holders. With create, a
-// missing dir is made (root-only) first, and the BPF filesystem is mounted
-// at /sys/fs/bpf if dir lies under it and nothing is mounted there yet;
-// mounted reports that. Without create, a missing dir gives ErrNotLoaded.
-func LockDir(dir string, create bool) (l *Lock, mounted bool, err error) {
-	if create {
-		if mounted, err = ensureBPFFS(dir); err != nil {
-			return nil, false, err
-		}
-	}
-	for {
-		if create {
-			if err := os.MkdirAll(dir, 0o700); err != nil {
-				return nil, mounted, fmt.Errorf("create pin directory %s: %w", dir, err)
-			}
-		}
-		f, err := os.Open(dir)
-		if errors.Is(err, os.ErrNotExist) && !create {
-			return nil, mounted, fmt.Errorf("%w in %s", ErrNotLoaded, dir)
-		}
+// IDs returns the kernel's IDs of the four maps, by which a program that
+// counts into this set is known.
+func (s *Set) IDs() ([]ebpf.MapID, error) {
+	var ids []ebpf.MapID
+	for _, n := range Names {
+		info, err := s.Map(n).Info()
 		if err != nil {
-			return nil, mounted, fmt.Errorf("open pin directory: %w", err)
+			return nil, fmt.Errorf("read map %s: %w", n, err)
 		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-			f.Close()
-			return nil, mounted, fmt.Errorf("lock pin directory %s: %w", dir, err)
-		}
-		// The holder before us may have removed the directory: start again.
-		held, err1 := f.Stat()
-		now, err2 := os.Stat(dir)
-		if err1 == nil && err2 == nil && os.SameFile(held, now) {
-			if create {
-				if err := os.Chmod(dir, 0o700); err != nil {
-					f.Close()
-					return nil, mounted, fmt.Errorf("make pin directory root-only: %w", err)
-				}
-			}
-			return &Lock{f: f}, mounted, nil
-		}
-		f.Close()
+		id, _ := info.ID()
+		ids = append(ids, id)
 	}
-}
-
-// Unlock releases the lock.
-func (l *Lock) Unlock() { l.f.Close() }
-
-// ensureBPFFS checks that dir is (or will be) on a BPF filesystem, mounting
-// one at /sys/fs/bpf when dir lies under it and nothing is mounted there.
-func ensureBPFFS(dir string) (mounted bool, err error) {
-	dir = filepath.Clean(dir)
-	if !strings.HasPrefix(dir+"/", bpffsRoot+"/") {
-		if !OnBPFFS(dir) {
-			return false, fmt.Errorf("%s is not on a BPF filesystem: pick a --bpffs-pin directory under a bpffs mount (mount -t bpf bpf DIR)", dir)
-		}
-		return false, nil
-	}
-	if isBPFFS(bpffsRoot) {
-		return false, nil
-	}
-	if err := os.MkdirAll(bpffsRoot, 0o755); err != nil {
-		return false, fmt.Errorf("no BPF filesystem at %s and cannot create its mount point: %w", bpffsRoot, err)
-	}
-	if err := unix.Mount("bpf", bpffsRoot, "bpf", 0, ""); err != nil {
-		return false, fmt.Errorf("no BPF filesystem at %s and mounting one failed (%v): mount it with 'mount -t bpf bpf %s'", bpffsRoot, err, bpffsRoot)
-	}
-	return true, nil
-}
-
-// OnBPFFS reports whether dir, or the nearest directory above it that
-// exists, is on a BPF filesystem.
-func OnBPFFS(dir string) bool {
-	for {
-		var st unix.Statfs_t
-		if err := unix.Statfs(dir, &st); err == nil {
-			return st.Type == unix.BPF_FS_MAGIC
-		}
-		if filepath.Dir(dir) == dir {
-			return false
-		}
-		dir = filepath.Dir(dir)
-	}
-}
-
-func isBPFFS(path string) bool {
-	var st unix.Statfs_t
-	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
-}
-
-// LoadProgram loads the named program of a collection over this set: the
-// collection's maps named as the set's are the set's maps, whatever
-// capacity and flags the collection gives them.
-func (s *Set) LoadProgram(spec *ebpf.CollectionSpec, name string) (*ebpf.Program, error) {
-	for n, m := range s.Replacements() {
-		if ms, ok := spec.Maps[n]; ok {
-			ms.MaxEntries, ms.Flags = m.MaxEntries(), m.Flags()
-		}
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: s.Replacements()})
-	if err != nil {
-		return nil, err
-	}
-	defer coll.Close()
-	return coll.DetachProgram(name), nil
+	return ids, nil
 }

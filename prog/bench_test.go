@@ -1,6 +1,7 @@
 package prog
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -189,10 +190,10 @@ func benchProgram(b *testing.B, n int) (*ebpf.Program, *maps.Set) {
 	for r := range unique {
 		rules = append(rules, r)
 	}
-	if _, err := set.AddRules(rules); err != nil {
+	if _, err := set.AddRules(context.Background(), rules); err != nil {
 		b.Fatal(err)
 	}
-	p, err := Load(XDPMultiBuffer, set)
+	p, err := Load(available(b, XDPMultiBuffer), set)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -25,9 +25,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
+	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -118,13 +118,13 @@ var XDPLinear = Hook{
 	},
 }
 
-// XDPHook returns the best XDP hook this kernel supports, and whether that
-// is the linear-length fallback.
-func XDPHook() (Hook, bool) {
-	if features.HaveProgramHelper(ebpf.XDP, asm.FnXdpGetBuffLen) == nil {
-		return XDPMultiBuffer, false
+// XDPHook returns the best XDP hook a kernel with features f supports:
+// the multi-buffer hook, else its fallback, the linear one.
+func XDPHook(f kernel.Features) Hook {
+	if f.MultiBuffer {
+		return XDPMultiBuffer
 	}
-	return XDPLinear, true
+	return XDPLinear
 }
 
 // TCEgress is the TC hook that counts what goes on the wire: a GSO/TSO
@@ -147,6 +147,14 @@ var TCEgress = Hook{
 			asm.Add.Reg(rLen, asm.R1),
 		}
 	},
+}
+
+// TCHook returns the best TC hook for a kernel with features f.
+func TCHook(f kernel.Features) Hook {
+	if f.WireLen && f.GSOSegs {
+		return TCEgress
+	}
+	return TCLen
 }
 
 // TCLen is the TC hook for kernels without __sk_buff.wire_len and gso_segs

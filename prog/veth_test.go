@@ -26,7 +26,7 @@ func TestVeth(t *testing.T) {
 			if h.Type != ebpf.XDP {
 				continue // egress: tests/egress_test.go
 			}
-			t.Run(name+"/"+hn, func(t *testing.T) { testVeth(t, mode, h) })
+			t.Run(name+"/"+hn, func(t *testing.T) { testVeth(t, mode, available(t, h)) })
 		}
 	}
 }

@@ -16,14 +16,22 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // RequireRoot skips a test that needs root, or fails it when CI=true so
-// that privileged tests never silently skip in CI.
+// that privileged tests never silently skip in CI. As root it probes the
+// kernel once (kernel.Probe, which lifts RLIMIT_MEMLOCK where the kernel
+// charges BPF maps to it) and fails the test if the kernel cannot run
+// traffic_meter.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		Unavailable(t, "needs root")
+	}
+	if _, err := kernel.Probe(); err != nil {
+		t.Fatal(err)
 	}
 }
 

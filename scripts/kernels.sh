@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# Runs the test suite on the kernels people have: the cloud kernels of
+# Debian 11 (bullseye, 5.10), 12 (bookworm, 6.1) and 13 (trixie, 6.12),
+# each booted under qemu, and on this machine's own kernel. Prints one
+# table (kernel, package version, tests passed and failed, fallbacks in
+# use) and exits non-zero if any test failed anywhere.
+#
+# The kernel packages are fetched with apt-get download through a private
+# apt configuration (its own sources list, state and cache under the cache
+# directory): the machine's apt sources are never changed. What the script
+# itself needs (qemu, busybox-static, kmod, xz-utils, cpio) comes from the
+# machine's own sources when missing.
+#
+# Each guest boots from a busybox initramfs holding the static traffic_meter
+# binary, the static `go test -c` binaries of kernel, prog, maps, attach and
+# tests, the real ip and nsenter with their shared libraries, and the veth,
+# sch_ingress and cls_bpf modules of the same package. The guest runs the
+# test binaries with CI=true and prints their output on its serial console
+# between markers, which this script reads back.
+#
+# Run as root from anywhere: sudo ./scripts/kernels.sh
+#
+# Environment:
+#   KERNELS_CACHE   download cache, reusable across runs and by CI
+#                   (default /var/cache/traffic_meter-kernels)
+#   KERNELS         releases to boot (default "bullseye bookworm trixie")
+#   KERNELS_JOBS    guests booted at a time (default: the number of CPUs)
+#   KERNELS_HOST    set to 0 to skip the host row
+#   GUEST_TIMEOUT   seconds a guest may run before it is stopped (default 1500)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "kernels.sh: the tests load BPF programs: run it as root: sudo $0" >&2
+	exit 1
+fi
+export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
+
+cache=${KERNELS_CACHE:-/var/cache/traffic_meter-kernels}
+releases=${KERNELS:-bullseye bookworm trixie}
+jobs=${KERNELS_JOBS:-$(nproc)}
+guest_timeout=${GUEST_TIMEOUT:-1500}
+
+# The end-to-end tests a guest runs. Under TCG emulation a guest runs about
+# twenty times slower than the host, so it skips what only measures speed
+# or scale, not the kernel: the benchmarks-as-tests of a million rules
+# (TestMillion*), and the scrape by a real Prometheus (TestPrometheus),
+# which exercises the exporter's HTTP side, the same on every kernel. The
+# host row runs every test.
+guest_skip='^(TestMillion|TestPrometheus)'
+
+work=$(mktemp -d /tmp/traffic_meter-kernels.XXXXXX)
+cleanup() {
+	# Stop the guests this script started, by their PIDs.
+	for f in "$work"/*.qemu.pid; do
+		[ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# What the script needs, from the machine's own apt sources.
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v modinfo >/dev/null || need+=(kmod)
+command -v xz >/dev/null || need+=(xz-utils)
+command -v cpio >/dev/null || need+=(cpio)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "kernels.sh: installing ${need[*]}" >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# apt_private RELEASE ARGS...: apt-get with a configuration of the
+# release's own, under the cache directory.
+apt_private() {
+	local rel=$1 dir=$cache/apt/$1
+	shift
+	mkdir -p "$dir/state/lists/partial" "$dir/cache/archives/partial" "$dir/sources.list.d"
+	touch "$dir/status"
+	# The release's own kernel, from its last point release: the archive's
+	# main suite.
+	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $rel main" >"$dir/sources.list"
+	"$@" -q -o Dir::Etc::sourcelist="$dir/sources.list" -o Dir::Etc::sourceparts="$dir/sources.list.d" \
+		-o Dir::Etc::preferences=/dev/null -o Dir::Etc::preferencesparts="$dir/sources.list.d" \
+		-o Dir::State="$dir/state" -o Dir::State::status="$dir/status" \
+		-o Dir::Cache="$dir/cache" -o APT::Architecture=amd64 -o APT::Sandbox::User=root \
+		-o Debug::NoLocking=true
+}
+
+# fetch RELEASE: downloads the release's newest cloud kernel package into
+# the cache, and prints its path.
+fetch() {
+	local rel=$1 image pkg deb
+	mkdir -p "$cache/debs"
+	if ! apt_private "$rel" apt-get update >"$work/$rel.apt.log" 2>&1; then
+		# Offline: the package this release used last time, if any.
+		if [ -f "$cache/debs/$rel.current" ]; then
+			echo "kernels.sh: cannot reach Debian's archive for $rel: using the cached package" >&2
+			cat "$cache/debs/$rel.current"
+			return
+		fi
+		cat "$work/$rel.apt.log" >&2
+		return 1
+	fi
+	# The meta package depends on the versioned image package.
+	image=$(apt_private "$rel" apt-cache depends linux-image-cloud-amd64 2>>"$work/$rel.apt.log" |
+		awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	if [ -z "$image" ]; then
+		echo "kernels.sh: no linux-image-cloud-amd64 in $rel" >&2
+		return 1
+	fi
+	pkg=$image-unsigned
+	apt_private "$rel" apt-cache show "$pkg" >/dev/null 2>&1 || pkg=$image
+	deb=$(ls "$cache/debs/${pkg}_"*.deb 2>/dev/null | tail -1 || true)
+	if [ -z "$deb" ]; then
+		(cd "$cache/debs" && apt_private "$rel" apt-get download "$pkg" >>"$work/$rel.apt.log" 2>&1) || {
+			cat "$work/$rel.apt.log" >&2
+			return 1
+		}
+		deb=$(ls "$cache/debs/${pkg}_"*.deb | tail -1)
+	fi
+	echo "$deb" >"$cache/debs/$rel.current"
+	echo "$deb"
+}
+
+# Static binaries: traffic_meter and the test binaries.
+bins=$work/bins
+mkdir -p "$bins"
+pkgs=(kernel prog maps attach tests)
+export CGO_ENABLED=0
+go build -o "$bins/traffic_meter" ./cmd/traffic_meter
+for p in "${pkgs[@]}"; do
+	go test -c -o "$bins/$p.test" "./$p"
+done
+
+# copy_with_libs ROOT BIN...: copies binaries into ROOT at their own paths,
+# with the shared libraries they load.
+copy_with_libs() {
+	local dest=$1 f
+	shift
+	for f in "$@" $(ldd "$@" | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}' | sort -u); do
+		mkdir -p "$dest$(dirname "$f")"
+		cp -L "$f" "$dest$f"
+	done
+}
+
+# initramfs RELEASE DEB: builds the release's initramfs; prints the paths
+# of its kernel and initramfs.
+initramfs() {
+	local rel=$1 deb=$2 x=$work/$1 rootfs=$work/$1/rootfs kver mods m dep
+	mkdir -p "$x/pkg" "$rootfs"/{bin,dev,proc,sys,tmp,run,root,modules,tm}
+	dpkg-deb -x "$deb" "$x/pkg"
+	kver=$(ls "$x/pkg/lib/modules")
+	mods=$x/pkg/lib/modules/$kver/kernel
+	# The modules the tests need, each after the ones it depends on.
+	: >"$rootfs/modules/order"
+	add_module() {
+		local name=$1 file d
+		grep -qx "$name.ko" "$rootfs/modules/order" && return 0
+		file=$(find "$mods" -name "$name.ko" -o -name "$name.ko.xz" | head -1)
+		if [ -z "$file" ]; then
+			echo "kernels.sh: no module $name in $deb (built in?)" >&2
+			return 0
+		fi
+		for d in $(modinfo -F depends "$file" | tr , ' '); do
+			add_module "$d"
+		done
+		case $file in
+		*.xz) xz -dc "$file" >"$rootfs/modules/$name.ko" ;;
+		*) cp "$file" "$rootfs/modules/$name.ko" ;;
+		esac
+		echo "$name.ko" >>"$rootfs/modules/order"
+	}
+	for m in veth sch_ingress cls_bpf; do
+		add_module "$m"
+	done
+
+	cp /bin/busybox "$rootfs/bin/busybox"
+	copy_with_libs "$rootfs" "$(command -v ip)" "$(command -v nsenter)"
+	cp "$bins"/* "$rootfs/tm/"
+	cat >"$rootfs/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+# The real ip and nsenter come first: the tests run them by name.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t bpf bpf /sys/fs/bpf
+mount -t tmpfs tmp /tmp
+mount -t tmpfs run /run
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+for m in \$(cat /modules/order); do insmod /modules/\$m || echo "insmod \$m failed"; done
+$(command -v ip) link set lo up
+export CI=true HOME=/root TMPDIR=/tmp TRAFFIC_METER_BIN=/tm/traffic_meter
+echo "@@TM-KERNEL \$(uname -r)"
+for t in ${pkgs[*]}; do
+	args=""
+	[ \$t = tests ] && args="-test.skip $guest_skip"
+	echo "@@TM-BEGIN \$t"
+	mkdir -p /src/\$t && cd /src/\$t
+	/tm/\$t.test -test.v -test.timeout 20m \$args 2>&1
+	echo "@@TM-END \$t \$?"
+done
+echo "@@TM-DONE"
+sync
+reboot -f
+EOF
+	chmod +x "$rootfs/init"
+	(cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip -1) >"$x/initramfs.gz"
+	echo "$(ls "$x"/pkg/boot/vmlinuz-*) $x/initramfs.gz"
+}
+
+# boot RELEASE KERNEL INITRAMFS: boots a guest and leaves its console in
+# $work/RELEASE.log. KVM where it works, else TCG on one thread (a
+# multi-threaded TCG guest has crashed).
+boot() {
+	local rel=$1 kernel=$2 initrd=$3 accel=(-accel tcg,thread=single)
+	if [ -w /dev/kvm ] && timeout 60 qemu-system-x86_64 -accel kvm -cpu max -m 256 -display none \
+		-no-reboot -kernel "$kernel" -append "console=ttyS0 panic=-1 rdinit=/bin/true" \
+		-serial none -monitor none >/dev/null 2>&1 </dev/null; then
+		accel=(-accel kvm)
+	fi
+	echo "kernels.sh: booting $rel (${accel[*]})" >&2
+	timeout "$guest_timeout" qemu-system-x86_64 "${accel[@]}" -cpu max -smp 2 -m 2048 \
+		-display none -no-reboot -monitor none -serial "file:$work/$rel.log" \
+		-kernel "$kernel" -initrd "$initrd" \
+		-append "console=ttyS0 panic=-1 quiet loglevel=3" \
+		-pidfile "$work/$rel.qemu.pid" </dev/null >"$work/$rel.qemu.log" 2>&1 || true
+}
+
+# summarize NAME VERSION LOG: prints the table row of a test log with
+# markers.
+summarize() {
+	local name=$1 version=$2 log=$3
+	awk -v name="$name" -v version="$version" '
+		{ sub(/\r$/, "") }
+		/^@@TM-KERNEL / { kernel = $2 }
+		/^@@TM-BEGIN / { in_bin = $2; fails = 0; next }
+		/^@@TM-END / {
+			# A binary that died without reporting a failure (panic,
+			# timeout) counts as one failed test.
+			if ($3 != 0 && fails == 0) { failed++; bad = bad " " $2 }
+			ran[$2] = 1; in_bin = ""; next
+		}
+		/^@@TM-DONE/ { done = 1 }
+		in_bin != "" && /^--- PASS/ { passed++ }
+		in_bin != "" && /^--- FAIL/ { failed++; fails++; bad = bad " " in_bin "." $3 }
+		in_bin != "" && /^--- SKIP/ { skipped++ }
+		in_bin == "kernel" && /fallback [a-z-]+:/ {
+			for (i = 1; i <= NF; i++) if ($i == "fallback") { f = $(i + 1); sub(/:$/, "", f); fb = fb (fb ? "," : "") f }
+		}
+		END {
+			if (!done) { failed++; bad = bad " (guest did not finish)" }
+			printf "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", kernel ? kernel : name, version, passed, failed, skipped, fb ? fb : "none", bad
+		}' "$log"
+}
+
+rows=$work/rows
+: >"$rows"
+
+# run_release RELEASE: fetches, builds, boots, and adds its row.
+run_release() {
+	local rel=$1 deb files version
+	deb=$(fetch "$rel") || {
+		printf '%s\t%s\t0\t1\t0\t-\t%s\n' "$rel" "-" "(download failed)" >>"$rows"
+		return
+	}
+	version=$(dpkg-deb -f "$deb" Version)
+	files=$(initramfs "$rel" "$deb")
+	boot "$rel" $files
+	summarize "$rel" "$(basename "$deb" | cut -d_ -f1) $version" "$work/$rel.log" >>"$rows"
+}
+
+start=$(date +%s)
+running=0
+for rel in $releases; do
+	run_release "$rel" &
+	running=$((running + 1))
+	if [ "$running" -ge "$jobs" ]; then
+		wait -n || true
+		running=$((running - 1))
+	fi
+done
+
+# The host row: the same binaries on this machine's kernel, every test.
+if [ "${KERNELS_HOST:-1}" != 0 ]; then
+	if ! mountpoint -q /sys/fs/bpf; then
+		mount -t bpf bpf /sys/fs/bpf
+	fi
+	(
+		export CI=true TRAFFIC_METER_BIN=$bins/traffic_meter
+		echo "@@TM-KERNEL $(uname -r)"
+		for t in "${pkgs[@]}"; do
+			echo "@@TM-BEGIN $t"
+			rc=0
+			(cd "$root/$t" && "$bins/$t.test" -test.v -test.timeout 20m 2>&1) || rc=$?
+			echo "@@TM-END $t $rc"
+		done
+		echo "@@TM-DONE"
+	) >"$work/host.log" 2>&1
+	summarize host "host (this machine)" "$work/host.log" >>"$rows"
+fi
+wait
+elapsed=$(($(date +%s) - start))
+
+echo
+printf '%-28s %-52s %6s %6s %7s  %s\n' kernel package passed failed skipped "fallbacks in use"
+sort "$rows" | while IFS=$'\t' read -r kernel version passed failed skipped fb bad; do
+	printf '%-28s %-52s %6s %6s %7s  %s\n' "$kernel" "$version" "$passed" "$failed" "$skipped" "$fb"
+	[ -z "$bad" ] || echo "    failed:$bad"
+done
+echo "kernels.sh: $(echo $releases | wc -w) guests and the host in ${elapsed}s"
+
+if awk -F'\t' '$4 != 0 { bad = 1 } END { exit !bad }' "$rows"; then
+	for rel in $releases; do
+		[ -f "$work/$rel.log" ] && grep -q -- '--- FAIL\|@@TM-END [a-z]* [1-9]' "$work/$rel.log" &&
+			{ echo "== $rel console:"; tail -200 "$work/$rel.log"; }
+	done
+	grep -q -- '--- FAIL' "$work/host.log" 2>/dev/null && { echo "== host:"; grep -B2 -A20 -- '--- FAIL' "$work/host.log" | head -200; }
+	exit 1
+fi
