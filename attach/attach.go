@@ -387,7 +387,7 @@ func (a *Attachment) check() (live bool, err error) {
 		return a.checkTC()
 	}
 	if a.Netlink {
-		p, err := ebpf.LoadPinnedProgram(a.pin, &ebpf.LoadPinOptions{ReadOnly: true})
+		p, err := ebpf.LoadPinnedProgram(a.pin, nil)
 		if err != nil {
 			return false, fmt.Errorf("open %s: %w", a.pin, err)
 		}
@@ -398,7 +398,7 @@ func (a *Attachment) check() (live bool, err error) {
 		}
 		a.ProgID, _ = info.ID()
 	} else {
-		l, err := link.LoadPinnedLink(a.pin, &ebpf.LoadPinOptions{ReadOnly: true})
+		l, err := link.LoadPinnedLink(a.pin, nil)
 		if err != nil {
 			return false, fmt.Errorf("open %s: %w", a.pin, err)
 		}

@@ -73,12 +73,13 @@ type CLI struct {
 	Globals
 
 	Load   LoadCmd   `cmd:"" help:"Attach the counting program to an interface."`
-	Unload UnloadCmd `cmd:"" help:"Detach the counting program from an interface."`
+	Unload UnloadCmd `cmd:"" help:"Detach the counting program from an interface, or from all (--all)."`
 	Add    AddCmd    `cmd:"" help:"Add a rule: an IPv4/IPv6 address or CIDR to count."`
 	Del    DelCmd    `cmd:"" help:"Delete a rule and its counters."`
 	Import ImportCmd `cmd:"" help:"Add the rules of a JSON array of addresses and CIDRs."`
 	List   ListCmd   `cmd:"" help:"List the rules, IPv4 then IPv6."`
 	Stats  StatsCmd  `cmd:"" help:"Show the packets and bytes counted per rule."`
+	Status StatusCmd `cmd:"" help:"Show the pin directory, the rules per family, every attachment and the kernel fallbacks in use."`
 
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
 }
@@ -129,18 +130,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	if err != nil {
 		panic(err) // the command line is malformed: a bug
 	}
-	defer func() {
-		switch r := recover().(type) {
-		case nil:
-		case exit:
-			status = int(r)
-		default:
-			// A bug: one line, never a stack trace.
-			out.Flush()
-			fmt.Fprintf(stderr, "traffic_meter: error: internal error: %v: please report this bug\n", r)
-			status = 1
-		}
-	}()
+	defer recoverStatus(&status, out, stderr)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "traffic_meter: error: %v: see 'traffic_meter --help'\n", err)
@@ -153,6 +143,21 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		return 1
 	}
 	return 0
+}
+
+// recoverStatus, deferred, turns a panic into the exit status: the code of
+// kong's exit, or for any other panic (a bug) 1 and one error line, never
+// a stack trace.
+func recoverStatus(status *int, out *bufio.Writer, stderr io.Writer) {
+	switch r := recover().(type) {
+	case nil:
+	case exit:
+		*status = int(r)
+	default:
+		out.Flush()
+		fmt.Fprintf(stderr, "traffic_meter: error: internal error: %v: please report this bug\n", r)
+		*status = 1
+	}
 }
 
 // run runs the parsed command as root, on a kernel that can run it: the

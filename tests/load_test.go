@@ -41,7 +41,9 @@ func TestTwoInterfaces(t *testing.T) {
 	send(t, p2, oneFrame)
 	three := append(append([]frame.Frame{}, both...), oneFrame...)
 	checkStats(t, p2, dir, expect(rules, three))
-	fails(t, p1, dir, "not loaded on "+p1.Dev[0], "unload", "--dev", p1.Dev[0])
+	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "not loaded on "+p1.Dev[0]+" (loaded on: "+p2.Dev[0]+"): nothing to do\n" {
+		t.Errorf("unload of an interface not loaded printed %q", out)
+	}
 
 	out := ok(t, p2, dir, "unload", "--dev", p2.Dev[0])
 	if !strings.Contains(out, "that was the last attachment") {
@@ -51,7 +53,11 @@ func TestTwoInterfaces(t *testing.T) {
 		t.Errorf("%s is left after the last unload: %v", dir, err)
 	}
 	fails(t, p2, dir, "nothing loaded and no rules in "+dir, "list")
-	fails(t, p2, dir, "nothing loaded and no rules in "+dir, "unload", "--dev", p2.Dev[0])
+	for _, args := range [][]string{{"--dev", p2.Dev[0]}, {"--all"}} {
+		if out := ok(t, p2, dir, append([]string{"unload"}, args...)...); out != "nothing loaded in "+dir+": nothing to do\n" {
+			t.Errorf("unload %s with nothing loaded printed %q", args, out)
+		}
+	}
 }
 
 // TestLoadModes loads in every XDP mode and through netlink, and checks

@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/kernel"
+	"github.com/traffic-meter/traffic_meter/maps"
+	"github.com/traffic-meter/traffic_meter/table"
+)
+
+// StatusCmd shows what is loaded where.
+type StatusCmd struct {
+	JSON bool `name:"json" help:"Print JSON."`
+}
+
+// status is what status shows, in the JSON form of status --json.
+type status struct {
+	PinDir string `json:"pin_dir"`
+	// Loaded says that the maps exist.
+	Loaded      bool               `json:"loaded"`
+	Rules       familyCounts       `json:"rules"`
+	Capacity    familyCounts       `json:"capacity"`
+	Attachments []attachmentStatus `json:"attachments"`
+	Kernel      kernelStatus       `json:"kernel"`
+}
+
+type familyCounts struct {
+	IPv4 int `json:"ipv4"`
+	IPv6 int `json:"ipv6"`
+}
+
+type attachmentStatus struct {
+	Interface string `json:"interface"`
+	Ifindex   int    `json:"ifindex"`
+	// Netns is the inode of the interface's network namespace;
+	// ThisNetns says whether it is the caller's.
+	Netns     uint64 `json:"netns"`
+	ThisNetns bool   `json:"this_netns"`
+	Direction string `json:"direction"`
+	Hook      string `json:"hook"`
+	Mode      string `json:"mode"`
+	Method    string `json:"method"`
+	ProgramID uint32 `json:"program_id"`
+}
+
+type kernelStatus struct {
+	Release   string           `json:"release"`
+	Fallbacks []fallbackStatus `json:"fallbacks"`
+}
+
+type fallbackStatus struct {
+	Name   string `json:"name"`
+	Notice string `json:"notice"`
+}
+
+// Run prints the pin directory, the rules per family and the capacity,
+// every attachment, and the kernel fallbacks in use. Nothing loaded is
+// no error: status says so.
+func (s *StatusCmd) Run(c *Context) error {
+	st := status{PinDir: c.Dir, Attachments: []attachmentStatus{}}
+	err := c.read(func(set *maps.Set) error {
+		st.Loaded = true
+		st.Capacity = familyCounts{int(set.RulesV4.MaxEntries()), int(set.RulesV6.MaxEntries())}
+		rules, err := set.Rules()
+		for _, r := range rules {
+			if r.Addr().Is4() {
+				st.Rules.IPv4++
+			} else {
+				st.Rules.IPv6++
+			}
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, maps.ErrNotLoaded) {
+		return err
+	}
+	all, err := attach.List(c.Dir)
+	if err != nil {
+		return err
+	}
+	for _, a := range all {
+		st.Attachments = append(st.Attachments, describe(a))
+	}
+	f, err := kernel.Probe()
+	if err != nil {
+		return err
+	}
+	st.Kernel = kernelStatus{Release: f.Release, Fallbacks: []fallbackStatus{}}
+	for _, fb := range f.Fallbacks() {
+		st.Kernel.Fallbacks = append(st.Kernel.Fallbacks, fallbackStatus{fb.Name, fb.Notice})
+	}
+	if s.JSON {
+		b, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(c.Stdout, "%s\n", b)
+		return err
+	}
+	return st.write(c)
+}
+
+// describe says how an attachment is made: its direction, hook, XDP mode
+// or TC path, and method.
+func describe(a attach.Attachment) attachmentStatus {
+	method := "bpf_link"
+	if a.Netlink {
+		method = "netlink"
+	}
+	st := attachmentStatus{Interface: a.Ifname, Ifindex: a.Ifindex, Netns: a.Netns(), ThisNetns: a.InCallerNetns(),
+		Direction: string(a.Direction), Hook: "xdp", Mode: string(a.Mode), Method: method, ProgramID: uint32(a.ProgID)}
+	if a.Direction == attach.Egress {
+		// The mode of a TC attachment is its path: tcx (a bpf_link) or
+		// clsact (a cls_bpf filter, through netlink).
+		st.Hook, st.Mode = "tc", string(a.TC)
+	}
+	return st
+}
+
+// write prints the status for people.
+func (st *status) write(c *Context) error {
+	fmt.Fprintf(c.Stdout, "pin directory: %s\n", st.PinDir)
+	if st.Loaded {
+		fmt.Fprintf(c.Stdout, "rules: %d IPv4 of %d, %d IPv6 of %d\n", st.Rules.IPv4, st.Capacity.IPv4, st.Rules.IPv6, st.Capacity.IPv6)
+	} else {
+		fmt.Fprintf(c.Stdout, "rules: none, no maps (nothing loaded)\n")
+	}
+	if len(st.Attachments) == 0 {
+		fmt.Fprintf(c.Stdout, "attachments: none\n")
+	} else {
+		t := table.New("INTERFACE", "NETNS", "DIRECTION", "HOOK", "MODE", "METHOD", "PROGRAM")
+		for _, a := range st.Attachments {
+			ns := fmt.Sprint(a.Netns)
+			if a.ThisNetns {
+				ns += " (this)"
+			}
+			t.Add(a.Interface, ns, a.Direction, a.Hook, a.Mode, a.Method, fmt.Sprint(a.ProgramID))
+		}
+		fmt.Fprintf(c.Stdout, "attachments:\n")
+		if err := t.Write(c.Stdout); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(c.Stdout, "kernel: %s\n", st.Kernel.Release)
+	if len(st.Kernel.Fallbacks) == 0 {
+		fmt.Fprintf(c.Stdout, "fallbacks in use: none\n")
+	}
+	for _, f := range st.Kernel.Fallbacks {
+		fmt.Fprintf(c.Stdout, "fallback in use: %s\n", f.Notice)
+	}
+	return nil
+}
