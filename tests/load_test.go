@@ -41,7 +41,7 @@ func TestTwoInterfaces(t *testing.T) {
 	send(t, p2, oneFrame)
 	three := append(append([]frame.Frame{}, both...), oneFrame...)
 	checkStats(t, p2, dir, expect(rules, three))
-	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "not loaded on "+p1.Dev[0]+" (loaded on: "+p2.Dev[0]+"): nothing to do\n" {
+	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "not loaded on "+p1.Dev[0]+" (loaded on: "+p2.Dev[0]+" (ingress)): nothing to do\n" {
 		t.Errorf("unload of an interface not loaded printed %q", out)
 	}
 
