@@ -678,3 +678,31 @@ func macOf(t *testing.T, p *testnet.Pair, side int) string {
 	}
 	return f[2]
 }
+
+// TestKilledClsactLoad makes the state a load through clsact leaves when
+// killed after it pinned its program and made the clsact qdisc but before
+// it added its filter (the filter is deleted by hand), and checks that
+// readers do not show the attachment and that the next change removes the
+// pin and the qdisc it made, and a new load works.
+func TestKilledClsactLoad(t *testing.T) {
+	p := testnet.NewAddressedPair(t)
+	dir := pinDir(t)
+	ok(t, p, dir, "load", "--dev", p.Dev[0], "--direction", "egress", "--tc", "clsact")
+	sh(t, p, 0, "tc", "filter", "del", "dev", p.Dev[0], "egress", "pref", "51110", "handle", "0x7a6d", "bpf")
+	if out := ok(t, p, dir, "status"); !strings.Contains(out, "attachments: none") {
+		t.Errorf("status shows an attachment without its filter:\n%s", out)
+	}
+	r := tm(t, p, dir, "add", "--ip-address", p.IPv4[1].String())
+	if r.code != 0 || !strings.Contains(r.stderr, "is gone: removed its attachment's pin") {
+		t.Fatalf("the next change: %+v", r)
+	}
+	if q := sh(t, p, 0, "tc", "qdisc", "show", "dev", p.Dev[0]); strings.Contains(q, "clsact") {
+		t.Errorf("the clsact qdisc the killed load made is left:\n%s", q)
+	}
+	ok(t, p, dir, "load", "--dev", p.Dev[0], "--direction", "egress", "--tc", "clsact")
+	sendUDP(t, p, 0, p.IPv4[1], 10)
+	if got := statsJSON(t, p, dir)[hostRule(p.IPv4[1])].In.Packets; got != 1 {
+		t.Errorf("counted %d packets after the reload, want 1", got)
+	}
+	ok(t, p, dir, "unload", "--dev", p.Dev[0])
+}
