@@ -12,10 +12,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export PATH="$PATH:/usr/local/go/bin"
 
-# ip (iproute2) and nsenter (util-linux) drive the network namespaces.
+# ip and tc (iproute2) and nsenter (util-linux) drive the network
+# namespaces; the egress tests (tests/egress_test.go) turn offloads on and
+# off with ethtool and ping across a veth pair.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
+command -v tc >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v ethtool >/dev/null || missing+=(ethtool)
+command -v ping >/dev/null || missing+=(iputils-ping)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}"
