@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -705,4 +706,30 @@ func TestKilledClsactLoad(t *testing.T) {
 		t.Errorf("counted %d packets after the reload, want 1", got)
 	}
 	ok(t, p, dir, "unload", "--dev", p.Dev[0])
+}
+
+// TestUnloadAllEgress loads both directions, egress on each TC path, on
+// interfaces of two network namespaces, and unloads them all from a third
+// (the test's own): every attachment goes, the clsact qdisc made for the
+// cls_bpf filter too, and the pin directory.
+func TestUnloadAllEgress(t *testing.T) {
+	p1, p2 := testnet.NewAddressedPair(t), testnet.NewAddressedPair(t)
+	dir := pinDir(t)
+	ok(t, p1, dir, "load", "--dev", p1.Dev[0], "--direction", "both")
+	ok(t, p2, dir, "load", "--dev", p2.Dev[0], "--direction", "both", "--tc", "clsact")
+	out := ok(t, nil, dir, "unload", "--all")
+	if n := strings.Count(out, "unloaded from "); n != 4 || !strings.Contains(out, "(egress)") {
+		t.Errorf("unload --all printed %q, want 4 attachments unloaded", out)
+	}
+	for _, p := range []*testnet.Pair{p1, p2} {
+		if q := sh(t, p, 0, "tc", "qdisc", "show", "dev", p.Dev[0]); strings.Contains(q, "clsact") {
+			t.Errorf("a clsact qdisc is left on %s:\n%s", p.Dev[0], q)
+		}
+		if f := sh(t, p, 0, "tc", "filter", "show", "dev", p.Dev[0], "egress"); f != "" {
+			t.Errorf("filters are left on %s:\n%s", p.Dev[0], f)
+		}
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("%s is left after unload --all", dir)
+	}
 }
