@@ -39,13 +39,11 @@ const (
 	Clsact TCPath = "clsact"
 )
 
-// Our cls_bpf filter: its priority and handle on the egress hook of the
-// clsact qdisc. Other filters may share the priority, with their own
-// handles; ours is found by its program's ID.
-const (
-	filterPriority = 0xc7a6
-	filterHandle   = 0x7a6d
-)
+// filterPriority is the priority of our cls_bpf filters on the egress hook
+// of the clsact qdisc. The kernel picks each filter's handle, so that
+// other filters, another pin directory's included, may share the priority;
+// ours is found by its program's ID.
+const filterPriority = 0xc7a6
 
 // tcPinPrefix is how the pin names of TC attachments begin: the TCX link,
 // or the program of the clsact filter.
@@ -176,11 +174,11 @@ func (a *Attachment) attachClsact(dir string, ifc *Interface, prog *ebpf.Program
 	}
 	f := &netlink.BpfFilter{
 		FilterAttrs: netlink.FilterAttrs{LinkIndex: ifc.Index, Parent: netlink.HANDLE_MIN_EGRESS,
-			Handle: filterHandle, Priority: filterPriority, Protocol: unix.ETH_P_ALL},
+			Priority: filterPriority, Protocol: unix.ETH_P_ALL},
 		Fd: prog.FD(), Name: "traffic_meter", DirectAction: true,
 	}
 	if err := netlink.FilterAdd(f); err != nil {
-		return fmt.Errorf("add the filter (priority %d, handle %#x): %w", filterPriority, filterHandle, err)
+		return fmt.Errorf("add the filter (priority %d): %w", filterPriority, err)
 	}
 	return nil
 }

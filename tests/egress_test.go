@@ -567,6 +567,25 @@ func TestClsactOurs(t *testing.T) {
 	if !hasClsact() {
 		t.Error("our unload deleted a clsact qdisc that was there before our load")
 	}
+
+	// Two pin directories on one interface: two filters at our priority,
+	// each found by its program; the first unload leaves the other's.
+	sh(t, p, 0, "tc", "qdisc", "del", "dev", p.Dev[0], "clsact")
+	other := pinDir(t)
+	for _, d := range []string{dir, other} {
+		ok(t, p, d, "load", "--dev", p.Dev[0], "--direction", "egress", "--tc", "clsact")
+		ok(t, p, d, "add", "--ip-address", p.IPv4[1].String())
+	}
+	sendUDP(t, p, 0, p.IPv4[1], 10)
+	ok(t, p, dir, "unload", "--dev", p.Dev[0])
+	sendUDP(t, p, 0, p.IPv4[1], 10)
+	if got := statsJSON(t, p, other)[hostRule(p.IPv4[1])].In.Packets; got != 2 {
+		t.Errorf("the other pin directory counted %d packets, want 2", got)
+	}
+	ok(t, p, other, "unload", "--dev", p.Dev[0])
+	if f := sh(t, p, 0, "tc", "filter", "show", "dev", p.Dev[0], "egress"); f != "" {
+		t.Errorf("filters left:\n%s", f)
+	}
 }
 
 // TestEgressVLAN counts UDP sent with a VLAN tag that the loaded device
@@ -689,7 +708,7 @@ func TestKilledClsactLoad(t *testing.T) {
 	p := testnet.NewAddressedPair(t)
 	dir := pinDir(t)
 	ok(t, p, dir, "load", "--dev", p.Dev[0], "--direction", "egress", "--tc", "clsact")
-	sh(t, p, 0, "tc", "filter", "del", "dev", p.Dev[0], "egress", "pref", "51110", "handle", "0x7a6d", "bpf")
+	sh(t, p, 0, "tc", "filter", "del", "dev", p.Dev[0], "egress", "pref", "51110")
 	if out := ok(t, p, dir, "status"); !strings.Contains(out, "attachments: none") {
 		t.Errorf("status shows an attachment without its filter:\n%s", out)
 	}
