@@ -13,14 +13,16 @@ fi
 export PATH="$PATH:/usr/local/go/bin"
 
 # ip and tc (iproute2) and nsenter (util-linux) drive the network
-# namespaces; the egress tests (tests/egress_test.go) turn offloads on and
-# off with ethtool and ping across a veth pair.
+# namespaces; strace kills commands at chosen system calls in the crash
+# tests; the egress tests (tests/egress_test.go) turn offloads on and off
+# with ethtool and ping across a veth pair.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v tc >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
 command -v ethtool >/dev/null || missing+=(ethtool)
 command -v ping >/dev/null || missing+=(iputils-ping)
+command -v strace >/dev/null || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}"
@@ -37,4 +39,5 @@ fi
 # Privileged tests fail rather than skip when they cannot run.
 export CI=true
 go vet ./...
-go test ./...
+# The crash-consistency tests of tests/ take several minutes.
+go test -timeout 40m ./...
