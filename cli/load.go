@@ -323,10 +323,15 @@ func (u *UnloadCmd) Run(c *Context) error {
 		if err != nil {
 			// A loaded interface that is gone: the repair has
 			// removed its pin.
-			if !slices.ContainsFunc(c.pruned, func(a attach.Attachment) bool { return a.Ifname == u.Dev && a.InCallerNetns() }) {
+			gone := func(a attach.Attachment) bool { return a.Ifname == u.Dev && a.InCallerNetns() }
+			if !slices.ContainsFunc(c.pruned, gone) {
 				return err
 			}
-			fmt.Fprintf(c.Stdout, "unloaded from %s\n", u.Dev)
+			for _, a := range c.pruned {
+				if gone(a) {
+					fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", u.Dev, a.Direction)
+				}
+			}
 		} else {
 			want := directions(u.Direction)
 			if u.Direction == "" {
