@@ -785,3 +785,25 @@ func TestUnloadAllEgress(t *testing.T) {
 		t.Errorf("%s is left after unload --all", dir)
 	}
 }
+
+// TestVanishedEgress deletes an interface loaded in both directions, on
+// each TC path, and checks that unload by its name removes both stale
+// attachments, and the maps with them.
+func TestVanishedEgress(t *testing.T) {
+	for name, args := range tcPaths {
+		t.Run(name, func(t *testing.T) {
+			p := testnet.NewAddressedPair(t)
+			dir := pinDir(t)
+			ok(t, p, dir, append([]string{"load", "--dev", p.Dev[0], "--direction", "both"}, args...)...)
+			sh(t, p, 0, "ip", "link", "del", p.Dev[0])
+			out := ok(t, p, dir, "unload", "--dev", p.Dev[0])
+			if !strings.Contains(out, "unloaded from "+p.Dev[0]+" (ingress)") || !strings.Contains(out, "unloaded from "+p.Dev[0]+" (egress)") ||
+				!strings.Contains(out, "that was the last attachment") {
+				t.Errorf("unload of a deleted interface printed %q", out)
+			}
+			if _, err := os.Stat(dir); err == nil {
+				t.Errorf("%s is left", dir)
+			}
+		})
+	}
+}
