@@ -23,11 +23,29 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
-// tcPaths are the ways of attaching to egress the tests cover: TCX where
-// the kernel has it, and the clsact qdisc, forced.
-var tcPaths = map[string][]string{"tcx": nil, "clsact": {"--tc", "clsact"}}
+// tcPaths are the ways of attaching to egress the tests cover: the default,
+// TCX where the kernel has it (else the clsact fallback), and clsact forced.
+var tcPaths = map[string][]string{"auto": nil, "clsact": {"--tc", "clsact"}}
+
+// tcPath returns the TC path a load with the arguments of tcPaths[name]
+// takes on this kernel.
+func tcPath(t *testing.T, name string) string {
+	t.Helper()
+	f, err := kernel.Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name == "auto" && f.TCX {
+		return "tcx"
+	}
+	if name == "auto" {
+		t.Logf("kernel %s has no TCX (Linux 6.6): testing the fallback, clsact", f.Release)
+	}
+	return "clsact"
+}
 
 // okOn runs the binary in namespace NS[side] of p and fails the test unless
 // it succeeds; it returns stdout.
@@ -124,7 +142,8 @@ func TestEgressUDP(t *testing.T) {
 			p := testnet.NewAddressedPair(t)
 			dir := pinDir(t)
 			out := ok(t, p, dir, append([]string{"load", "--dev", p.Dev[0], "--direction", "egress"}, args...)...)
-			if want := map[string]string{"tcx": "egress, TCX bpf_link", "clsact": "egress, cls_bpf filter on clsact"}[name]; !strings.Contains(out, want) {
+			path := tcPath(t, name)
+			if want := map[string]string{"tcx": "egress, TCX bpf_link", "clsact": "egress, cls_bpf filter on clsact"}[path]; !strings.Contains(out, want) {
 				t.Errorf("load printed %q, want it to say %q", out, want)
 			}
 			var st struct {
@@ -135,9 +154,9 @@ func TestEgressUDP(t *testing.T) {
 			if err := json.Unmarshal([]byte(ok(t, p, dir, "status", "--json")), &st); err != nil {
 				t.Fatal(err)
 			}
-			method := map[string]string{"tcx": "bpf_link", "clsact": "netlink"}[name]
-			if a := st.Attachments; len(a) != 1 || a[0].Interface != p.Dev[0] || a[0].Direction != "egress" || a[0].Hook != "tc" || a[0].Mode != name || a[0].Method != method {
-				t.Errorf("status --json shows attachments %+v, want %s egress tc %s %s", a, p.Dev[0], name, method)
+			method := map[string]string{"tcx": "bpf_link", "clsact": "netlink"}[path]
+			if a := st.Attachments; len(a) != 1 || a[0].Interface != p.Dev[0] || a[0].Direction != "egress" || a[0].Hook != "tc" || a[0].Mode != path || a[0].Method != method {
+				t.Errorf("status --json shows attachments %+v, want %s egress tc %s %s", a, p.Dev[0], path, method)
 			}
 			me, peer := p.IPv4[0], p.IPv4[1]
 			me6, peer6 := p.IPv6[0], p.IPv6[1]
