@@ -14,8 +14,11 @@ export PATH="$PATH:/usr/local/go/bin"
 
 # ip and tc (iproute2) and nsenter (util-linux) drive the network
 # namespaces; strace kills commands at chosen system calls in the crash
-# tests; the egress tests (tests/egress_test.go) turn offloads on and off
-# with ethtool and ping across a veth pair.
+# tests; ethtool turns offloads on and off and ping crosses a veth pair in
+# the egress tests; setpriv and unshare (util-linux) run the exporter
+# unprivileged; systemd-analyze (systemd) verifies its unit; man (man-db)
+# and groff (groff-base) render the man page; bash, zsh and fish run the
+# completion scripts.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v tc >/dev/null || missing+=(iproute2)
@@ -23,13 +26,20 @@ command -v nsenter >/dev/null || missing+=(util-linux)
 command -v ethtool >/dev/null || missing+=(ethtool)
 command -v ping >/dev/null || missing+=(iputils-ping)
 command -v strace >/dev/null || missing+=(strace)
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v man >/dev/null || missing+=(man-db)
+command -v groff >/dev/null || missing+=(groff-base)
+command -v zsh >/dev/null || missing+=(zsh)
+command -v fish >/dev/null || missing+=(fish)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
-	apt-get install -y -qq "${missing[@]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# tests/exporter_test.go scrapes the exporter with a real Prometheus. It
-# runs its own prometheus process; the package's service is not needed.
+# tests/exporter_test.go scrapes the exporter with a real Prometheus (it
+# runs its own prometheus process; the package's service is not needed),
+# and tests/alerts_test.go runs the package's promtool on the alert rules.
 command -v prometheus >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 
 if ! mountpoint -q /sys/fs/bpf; then
