@@ -341,7 +341,12 @@ func (a *Attachment) checkTC() (live bool, err error) {
 		}
 		return nil
 	})
-	if !found {
+	switch {
+	case errors.Is(err, unix.EPERM):
+		// Not allowed into the namespace (an exporter without
+		// CAP_SYS_ADMIN): trust the pin, as check does.
+		return true, nil
+	case !found:
 		return false, err // the namespace is gone, and its interfaces with it
 	}
 	return live, err
