@@ -46,6 +46,7 @@ func readSaved(t *testing.T, data []byte) map[string]ruleStats {
 func equalStats(got, want map[string]ruleStats) string {
 	var diff []string
 	for r, w := range want {
+		w.Rule = r
 		if g, ok := got[r]; !ok || g != w {
 			diff = append(diff, fmt.Sprintf("%s: %+v, want %+v", r, g, w))
 		}
