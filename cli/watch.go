@@ -118,10 +118,12 @@ func (c *Context) reader(read func(*maps.Set) ([]maps.RuleStats, error)) func() 
 	return func() (watch.Reading, error) {
 		var r watch.Reading
 		err := c.read(func(set *maps.Set) (err error) {
-			if r.Stats, err = read(set); err != nil {
+			// The counters last, so that the reading's time, taken when
+			// it returns, is theirs.
+			if r.Interfaces, err = c.interfaces(); err != nil {
 				return err
 			}
-			r.Interfaces, err = c.interfaces()
+			r.Stats, err = read(set)
 			return err
 		})
 		if errors.Is(err, maps.ErrNotLoaded) && started {

@@ -110,7 +110,7 @@ func (e *Exporter) Write(w io.Writer) error {
 	if len(ifaces) > 0 {
 		s.family(InterfaceInfo, "gauge", "An interface the program is loaded on, with the direction it counts (ingress with XDP, egress with TC) and its XDP mode or TC path; always 1.")
 		for _, i := range ifaces {
-			s.sample(InterfaceInfo, 1, "interface", i.Name, "direction", i.Direction, "mode", i.Mode)
+			s.sample(InterfaceInfo, 1, "direction", i.Direction, "interface", i.Name, "mode", i.Mode)
 		}
 	}
 	s.family(ScrapeError, "gauge", "1 if reading the maps or the interfaces failed in this scrape (see the exporter's log), else 0.")

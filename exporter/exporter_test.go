@@ -133,8 +133,8 @@ func TestScrape(t *testing.T) {
 		"traffic_meter_maps_loaded":          0,
 		`traffic_meter_rules{family="ipv4"}`: 0,
 		`traffic_meter_rules{family="ipv6"}`: 0,
-		`traffic_meter_interface_info{interface="veth0",direction="ingress",mode="native"}`: 1,
-		`traffic_meter_interface_info{interface="veth0",direction="egress",mode="tcx"}`:     1,
+		`traffic_meter_interface_info{direction="ingress",interface="veth0",mode="native"}`: 1,
+		`traffic_meter_interface_info{direction="egress",interface="veth0",mode="tcx"}`:     1,
 		"traffic_meter_scrape_error": 0,
 	} {
 		if v, ok := got[k]; !ok || v != want {

@@ -98,7 +98,7 @@ func TestBootScript(t *testing.T) {
 
 	send(t, p, frames)
 	want = add(want, expect(rules, frames))
-	if out := boot("stop"); !strings.Contains(out, "that was the last interface") {
+	if out := boot("stop"); !strings.Contains(out, "that was the last attachment") {
 		t.Errorf("stop printed\n%s", out)
 	}
 	data, _ = os.ReadFile(counters)

@@ -92,7 +92,7 @@ func TestAdopt(t *testing.T) {
 		t.Fatal(err)
 	}
 	prog := xdpProgram(t, p)
-	if out := ok(t, p, dir, "load", "--dev", p.Dev[0]); !strings.HasPrefix(out, "already loaded on "+p.Dev[0]+" (native mode, netlink, program id ") {
+	if out := ok(t, p, dir, "load", "--dev", p.Dev[0]); !strings.HasPrefix(out, "already loaded on "+p.Dev[0]+" (ingress, native mode, netlink, program id ") {
 		t.Errorf("load over our unpinned program printed %q", out)
 	}
 	if got := xdpProgram(t, p); got != prog {
