@@ -142,15 +142,6 @@ const (
 func (f family[K]) ruleKeys() (map[K]uint8, error) {
 	set := make(map[K]uint8)
 	err := readBatches(f.rules, 1, func(k K, _ []uint32) { set[k] = inTrie })
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		var k K
-		var prefixlen uint32
-		it := f.rules.Iterate()
-		for it.Next(&k, &prefixlen) {
-			set[k] = inTrie
-		}
-		err = it.Err()
-	}
 	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
 	}

@@ -214,18 +214,25 @@ EOF
 	echo "$(ls "$x"/pkg/boot/vmlinuz-*) $x/initramfs.gz"
 }
 
-# boot RELEASE KERNEL INITRAMFS: boots a guest and leaves its console in
-# $work/RELEASE.log. KVM where it works, else TCG on one thread (a
-# multi-threaded TCG guest has crashed).
-boot() {
-	local rel=$1 kernel=$2 initrd=$3 accel=(-accel tcg,thread=single)
-	if [ -w /dev/kvm ] && timeout 60 qemu-system-x86_64 -accel kvm -cpu max -m 256 -display none \
-		-no-reboot -kernel "$kernel" -append "console=ttyS0 panic=-1 rdinit=/bin/true" \
-		-serial none -monitor none >/dev/null 2>&1 </dev/null; then
-		accel=(-accel kvm)
+# accel: KVM where it boots a guest, else TCG on one thread (a
+# multi-threaded TCG guest has crashed). The check boots a kernel with no
+# init, which panics, which ends qemu (-no-reboot, panic=-1).
+accel() {
+	if [ -w /dev/kvm ] && timeout 120 qemu-system-x86_64 -accel kvm -cpu max -m 256 -display none \
+		-no-reboot -monitor none -serial none -kernel "$1" -append "panic=-1 rdinit=/none" \
+		</dev/null >/dev/null 2>&1; then
+		echo "-accel kvm"
+	else
+		echo "-accel tcg,thread=single"
 	fi
-	echo "kernels.sh: booting $rel (${accel[*]})" >&2
-	timeout "$guest_timeout" qemu-system-x86_64 "${accel[@]}" -cpu max -smp 2 -m 2048 \
+}
+
+# boot RELEASE KERNEL INITRAMFS: boots a guest and leaves its console in
+# $work/RELEASE.log.
+boot() {
+	local rel=$1 kernel=$2 initrd=$3
+	echo "kernels.sh: booting $rel ($accel)" >&2
+	timeout "$guest_timeout" qemu-system-x86_64 $accel -cpu max -smp 2 -m 2048 \
 		-display none -no-reboot -monitor none -serial "file:$work/$rel.log" \
 		-kernel "$kernel" -initrd "$initrd" \
 		-append "console=ttyS0 panic=-1 quiet loglevel=3" \
@@ -262,22 +269,34 @@ summarize() {
 rows=$work/rows
 : >"$rows"
 
-# run_release RELEASE: fetches, builds, boots, and adds its row.
-run_release() {
-	local rel=$1 deb files version
-	deb=$(fetch "$rel") || {
+start=$(date +%s)
+declare -A debs
+for rel in $releases; do
+	debs[$rel]=$(fetch "$rel") || {
 		printf '%s\t%s\t0\t1\t0\t-\t%s\n' "$rel" "-" "(download failed)" >>"$rows"
-		return
+		unset "debs[$rel]"
 	}
-	version=$(dpkg-deb -f "$deb" Version)
+done
+
+# run_release RELEASE: builds the release's initramfs, boots it, and adds
+# its row.
+run_release() {
+	local rel=$1 deb=${debs[$1]} files
 	files=$(initramfs "$rel" "$deb")
 	boot "$rel" $files
-	summarize "$rel" "$(basename "$deb" | cut -d_ -f1) $version" "$work/$rel.log" >>"$rows"
+	summarize "$rel" "$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)" "$work/$rel.log" >>"$rows"
 }
 
-start=$(date +%s)
+accel=
+for deb in "${debs[@]}"; do
+	mkdir -p "$work/accel"
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/accel" --wildcards './boot/vmlinuz-*'
+	accel=$(accel "$work"/accel/boot/vmlinuz-*)
+	break
+done
 running=0
 for rel in $releases; do
+	[ -n "${debs[$rel]:-}" ] || continue
 	run_release "$rel" &
 	running=$((running + 1))
 	if [ "$running" -ge "$jobs" ]; then
