@@ -151,11 +151,13 @@ copy_with_libs() {
 # initramfs RELEASE DEB: builds the release's initramfs; prints the paths
 # of its kernel and initramfs.
 initramfs() {
-	local rel=$1 deb=$2 x=$work/$1 rootfs=$work/$1/rootfs kver mods m dep
+	local rel=$1 deb=$2 x=$work/$1 rootfs=$work/$1/rootfs mods m
 	mkdir -p "$x/pkg" "$rootfs"/{bin,dev,proc,sys,tmp,run,root,modules,tm}
 	dpkg-deb -x "$deb" "$x/pkg"
-	kver=$(ls "$x/pkg/lib/modules")
-	mods=$x/pkg/lib/modules/$kver/kernel
+	# /lib/modules, or /usr/lib/modules from Debian 13 on.
+	for mods in "$x"/pkg/lib/modules/*/kernel "$x"/pkg/usr/lib/modules/*/kernel; do
+		[ -d "$mods" ] && break
+	done
 	# The modules the tests need, each after the ones it depends on.
 	: >"$rootfs/modules/order"
 	add_module() {
@@ -163,7 +165,8 @@ initramfs() {
 		grep -qx "$name.ko" "$rootfs/modules/order" && return 0
 		file=$(find "$mods" -name "$name.ko" -o -name "$name.ko.xz" | head -1)
 		if [ -z "$file" ]; then
-			echo "kernels.sh: no module $name in $deb (built in?)" >&2
+			# Built in, or the tests that need it fail.
+			echo "kernels.sh: no module $name in $(basename "$deb")" >&2
 			return 0
 		fi
 		for d in $(modinfo -F depends "$file" | tr , ' '); do
