@@ -130,18 +130,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	if err != nil {
 		panic(err) // the command line is malformed: a bug
 	}
-	defer func() {
-		switch r := recover().(type) {
-		case nil:
-		case exit:
-			status = int(r)
-		default:
-			// A bug: one line, never a stack trace.
-			out.Flush()
-			fmt.Fprintf(stderr, "traffic_meter: error: internal error: %v: please report this bug\n", r)
-			status = 1
-		}
-	}()
+	defer recoverStatus(&status, out, stderr)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "traffic_meter: error: %v: see 'traffic_meter --help'\n", err)
@@ -154,6 +143,21 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		return 1
 	}
 	return 0
+}
+
+// recoverStatus, deferred, turns a panic into the exit status: the code of
+// kong's exit, or for any other panic (a bug) 1 and one error line, never
+// a stack trace.
+func recoverStatus(status *int, out *bufio.Writer, stderr io.Writer) {
+	switch r := recover().(type) {
+	case nil:
+	case exit:
+		*status = int(r)
+	default:
+		out.Flush()
+		fmt.Fprintf(stderr, "traffic_meter: error: internal error: %v: please report this bug\n", r)
+		*status = 1
+	}
 }
 
 // run runs the parsed command as root, on a kernel that can run it: the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/rule"
+	"github.com/traffic-meter/traffic_meter/table"
 	"github.com/traffic-meter/traffic_meter/units"
 )
 
@@ -62,15 +63,15 @@ func (s *StatsCmd) read(set *maps.Set) ([]maps.RuleStats, error) {
 
 // writeStatsTable prints stats as an aligned table, bytes in IEC units.
 func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
-	t := table{header: []string{"RULE", "PACKETS", "BYTES", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES"}}
+	t := table.New("RULE", "PACKETS", "BYTES", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES")
 	for _, r := range rows {
 		total := r.Stats.Total()
-		t.add(r.Rule.String(),
+		t.Add(r.Rule.String(),
 			count(total.Packets), units.Bytes(total.Bytes),
 			count(r.Stats.In.Packets), units.Bytes(r.Stats.In.Bytes),
 			count(r.Stats.Out.Packets), units.Bytes(r.Stats.Out.Bytes))
 	}
-	return t.write(w)
+	return t.Write(w)
 }
 
 // writeStatsJSON prints stats as
@@ -114,51 +115,3 @@ func appendCounter(b []byte, c maps.Counter) []byte {
 }
 
 func count(n uint64) string { return strconv.FormatUint(n, 10) }
-
-// table is a table of text with a header, the first column aligned left and
-// the others right.
-type table struct {
-	header []string
-	rows   [][]string
-}
-
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
-
-func (t *table) write(w io.Writer) error {
-	widths := make([]int, len(t.header))
-	for _, row := range append([][]string{t.header}, t.rows...) {
-		for i, cell := range row {
-			widths[i] = max(widths[i], len(cell))
-		}
-	}
-	var b []byte
-	for _, row := range append([][]string{t.header}, t.rows...) {
-		for i, cell := range row {
-			pad := widths[i] - len(cell)
-			if i > 0 {
-				b = append(b, "  "...)
-				b = appendSpaces(b, pad)
-			}
-			b = append(b, cell...)
-			if i == 0 {
-				b = appendSpaces(b, pad)
-			}
-		}
-		b = append(b, '\n')
-		if len(b) > 1<<16 {
-			if _, err := w.Write(b); err != nil {
-				return err
-			}
-			b = b[:0]
-		}
-	}
-	_, err := w.Write(b)
-	return err
-}
-
-func appendSpaces(b []byte, n int) []byte {
-	for range n {
-		b = append(b, ' ')
-	}
-	return b
-}

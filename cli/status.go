@@ -8,6 +8,7 @@ import (
 	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
+	"github.com/traffic-meter/traffic_meter/table"
 )
 
 // StatusCmd shows what is loaded where.
@@ -123,16 +124,16 @@ func (st *status) write(c *Context) error {
 	if len(st.Attachments) == 0 {
 		fmt.Fprintf(c.Stdout, "attachments: none\n")
 	} else {
-		t := table{header: []string{"INTERFACE", "NETNS", "DIRECTION", "HOOK", "MODE", "METHOD", "PROGRAM"}}
+		t := table.New("INTERFACE", "NETNS", "DIRECTION", "HOOK", "MODE", "METHOD", "PROGRAM")
 		for _, a := range st.Attachments {
 			ns := fmt.Sprint(a.Netns)
 			if a.ThisNetns {
 				ns += " (this)"
 			}
-			t.add(a.Interface, ns, a.Direction, a.Hook, a.Mode, a.Method, fmt.Sprint(a.ProgramID))
+			t.Add(a.Interface, ns, a.Direction, a.Hook, a.Mode, a.Method, fmt.Sprint(a.ProgramID))
 		}
 		fmt.Fprintf(c.Stdout, "attachments:\n")
-		if err := t.write(c.Stdout); err != nil {
+		if err := t.Write(c.Stdout); err != nil {
 			return err
 		}
 	}

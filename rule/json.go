@@ -15,6 +15,9 @@ import (
 // an error, and then the rules read so far must not be used.
 func ReadJSON(r io.Reader, warn func(index int, reason error)) ([]netip.Prefix, error) {
 	dec := json.NewDecoder(r)
+	// Numbers stay text: a number out of float64's range, such as 1e400,
+	// is then one item to skip, not an error that ends the file.
+	dec.UseNumber()
 	tok, err := dec.Token()
 	if err == io.EOF {
 		return nil, errors.New("the file is empty: write the rules as a JSON array of strings, such as [\"10.0.0.0/24\", \"2001:db8::1\"]")
@@ -89,7 +92,7 @@ func kind(tok json.Token) string {
 		return "an array"
 	case bool:
 		return fmt.Sprintf("a boolean (%v)", v)
-	case float64:
+	case json.Number:
 		return fmt.Sprintf("a number (%v)", v)
 	case nil:
 		return "null"

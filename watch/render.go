@@ -3,10 +3,11 @@ package watch
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/traffic-meter/traffic_meter/table"
 	"github.com/traffic-meter/traffic_meter/units"
 )
 
@@ -31,16 +32,9 @@ func Render(w io.Writer, h Header, rows []Row) error {
 		shown = fmt.Sprintf(", showing %d", len(rows))
 	}
 	fmt.Fprintf(w, "%s  rules: %d%s  interfaces: %s\n", h.Time.Format(time.DateTime), h.Rules, shown, ifaces)
-	// Columns are right-aligned, each starting with its two-space gap.
-	tw := tabwriter.NewWriter(w, 0, 0, 0, ' ', tabwriter.AlignRight)
-	// The rule column is padded here so that it stays left-aligned.
-	width := len("RULE")
+	t := table.New("RULE", "PACKETS", "BYTES", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES", "PACKETS/S", "BITS/S")
 	for _, r := range rows {
-		width = max(width, len(r.Rule.String()))
-	}
-	fmt.Fprintf(tw, "%-*s\t  PACKETS\t  BYTES\t  IN PACKETS\t  IN BYTES\t  OUT PACKETS\t  OUT BYTES\t  PACKETS/S\t  BITS/S\t\n", width, "RULE")
-	for _, r := range rows {
-		t := r.Stats.Total()
+		total := r.Stats.Total()
 		pps, bps := "-", "-"
 		switch r.State {
 		case Measured:
@@ -48,9 +42,10 @@ func Render(w io.Writer, h Header, rows []Row) error {
 		case Reset:
 			pps, bps = "reset", "reset"
 		}
-		fmt.Fprintf(tw, "%-*s\t  %d\t  %s\t  %d\t  %s\t  %d\t  %s\t  %s\t  %s\t\n", width, r.Rule,
-			t.Packets, units.Bytes(t.Bytes), r.Stats.In.Packets, units.Bytes(r.Stats.In.Bytes),
-			r.Stats.Out.Packets, units.Bytes(r.Stats.Out.Bytes), pps, bps)
+		t.Add(r.Rule.String(),
+			strconv.FormatUint(total.Packets, 10), units.Bytes(total.Bytes),
+			strconv.FormatUint(r.Stats.In.Packets, 10), units.Bytes(r.Stats.In.Bytes),
+			strconv.FormatUint(r.Stats.Out.Packets, 10), units.Bytes(r.Stats.Out.Bytes), pps, bps)
 	}
-	return tw.Flush()
+	return t.Write(w)
 }
