@@ -2,9 +2,9 @@
 // offers traffic_meter, and is the one place where kernel features are
 // probed.
 //
-// Probe lifts RLIMIT_MEMLOCK where the kernel charges BPF maps to it
-// (before Linux 5.11), checks that the kernel can run traffic_meter at all
-// (Linux 5.4, XDP, LPM tries, per-CPU hashes), and probes each optional
+// Probe checks that the kernel can run traffic_meter at all (Linux 5.4,
+// XDP, LPM tries, per-CPU hashes), lifts RLIMIT_MEMLOCK where the kernel
+// charges BPF maps to it (before Linux 5.11), and probes each optional
 // feature by trying it, never by reading the version: distributions
 // backport features. A feature is missing only when the kernel says it does
 // not know it; any other failure of a probe (EPERM, for example) is an
@@ -111,11 +111,13 @@ func probe() (Features, error) {
 	}
 	f.Release = unix.ByteSliceToString(uts.Release[:])
 
-	var err error
-	if f.MemlockCharged, err = liftMemlock(); err != nil {
+	// The required features first: their probes are small enough for
+	// any memlock limit, and a kernel that refuses them says why.
+	if err := required(); err != nil {
 		return f, err
 	}
-	if err := required(); err != nil {
+	var err error
+	if f.MemlockCharged, err = liftMemlock(); err != nil {
 		return f, err
 	}
 	for _, p := range []struct {
@@ -155,7 +157,7 @@ func liftMemlock() (bool, error) {
 		return false, fmt.Errorf("read RLIMIT_MEMLOCK: %w", err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return false, fmt.Errorf("this kernel charges BPF maps to RLIMIT_MEMLOCK (before Linux 5.11) and the limit cannot be lifted: %w", err)
+		return false, fmt.Errorf("lift RLIMIT_MEMLOCK, to which kernels before 5.11 charge BPF maps: %w", err)
 	}
 	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &after); err != nil {
 		return false, fmt.Errorf("read RLIMIT_MEMLOCK: %w", err)
