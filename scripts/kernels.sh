@@ -236,7 +236,7 @@ accel() {
 boot() {
 	local rel=$1 kernel=$2 initrd=$3
 	echo "kernels.sh: booting $rel ($accel)" >&2
-	timeout "$guest_timeout" qemu-system-x86_64 $accel -cpu max -smp 2 -m 2048 \
+	timeout "$guest_timeout" qemu-system-x86_64 $accel -cpu max,cx16=off -smp 2 -m 2048 \
 		-display none -no-reboot -monitor none -serial "file:$work/$rel.log" \
 		-kernel "$kernel" -initrd "$initrd" \
 		-append "console=ttyS0 panic=-1 quiet loglevel=3" \
@@ -339,10 +339,19 @@ done
 echo "kernels.sh: $(echo $releases | wc -w) guests and the host in ${elapsed}s"
 
 if awk -F'\t' '$4 != 0 { bad = 1 } END { exit !bad }' "$rows"; then
-	for rel in $releases; do
-		[ -f "$work/$rel.log" ] && grep -q -- '--- FAIL\|@@TM-END [a-z]* [1-9]' "$work/$rel.log" &&
-			{ echo "== $rel console:"; tail -200 "$work/$rel.log"; }
+	# The console of each guest that failed, from its first failure on.
+	for rel in $releases host; do
+		log=$work/$rel.log
+		[ -f "$log" ] || continue
+		if grep -aq -- '--- FAIL\|@@TM-END [a-z]* [1-9]' "$log" || ! grep -aq '@@TM-DONE' "$log"; then
+			echo "== $rel:"
+			if grep -aq -- '--- FAIL' "$log"; then
+				grep -a -B2 -A20 -- '--- FAIL' "$log" | head -100
+			else
+				tail -60 "$log"
+				[ -s "$work/$rel.qemu.log" ] && cat "$work/$rel.qemu.log"
+			fi
+		fi
 	done
-	grep -q -- '--- FAIL' "$work/host.log" 2>/dev/null && { echo "== host:"; grep -B2 -A20 -- '--- FAIL' "$work/host.log" | head -200; }
 	exit 1
 fi
