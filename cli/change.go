@@ -19,11 +19,8 @@ func (c *Context) change(create bool, fn func(*maps.Lock) error) (err error) {
 	if mounted {
 		c.Notice("mounted the BPF filesystem at /sys/fs/bpf")
 	}
-	if errors.Is(err, maps.ErrNotLoaded) {
-		return c.notLoaded()
-	}
 	if err != nil {
-		return err
+		return c.explain(err)
 	}
 	defer l.Unlock()
 	defer c.tidy()
@@ -106,20 +103,22 @@ func (c *Context) tidy() {
 // notLoaded when nothing is pinned.
 func (c *Context) read(fn func(*maps.Set) error) error {
 	l, err := maps.RLockDir(c.Dir)
-	if errors.Is(err, maps.ErrNotLoaded) {
-		return c.notLoaded()
-	}
 	if err != nil {
-		return err
+		return c.explain(err)
 	}
 	defer l.Unlock()
 	set, err := maps.OpenReadOnly(c.Dir)
-	if errors.Is(err, maps.ErrNotLoaded) {
-		return c.notLoaded()
-	}
 	if err != nil {
-		return err
+		return c.explain(err)
 	}
 	defer set.Close()
 	return fn(set)
+}
+
+// explain turns maps.ErrNotLoaded into notLoaded's error for people.
+func (c *Context) explain(err error) error {
+	if errors.Is(err, maps.ErrNotLoaded) {
+		return c.notLoaded()
+	}
+	return err
 }

@@ -52,11 +52,8 @@ func (d *DelCmd) Run(c *Context) error {
 	}
 	return c.change(false, func(*maps.Lock) error {
 		set, err := maps.Open(c.Dir)
-		if errors.Is(err, maps.ErrNotLoaded) {
-			return c.notLoaded()
-		}
 		if err != nil {
-			return err
+			return c.explain(err)
 		}
 		defer set.Close()
 		if err := set.Delete(r); errors.Is(err, maps.ErrUnknownRule) {

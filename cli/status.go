@@ -124,7 +124,7 @@ func (st *status) write(c *Context) error {
 	if len(st.Attachments) == 0 {
 		fmt.Fprintf(c.Stdout, "attachments: none\n")
 	} else {
-		t := table.New("INTERFACE", "NETNS", "DIRECTION", "HOOK", "MODE", "METHOD", "PROGRAM")
+		t := table.NewLeft("INTERFACE", "NETNS", "DIRECTION", "HOOK", "MODE", "METHOD", "PROGRAM")
 		for _, a := range st.Attachments {
 			ns := fmt.Sprint(a.Netns)
 			if a.ThisNetns {

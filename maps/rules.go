@@ -188,13 +188,50 @@ func (f family[K]) eachRule(fn func(K)) error {
 }
 
 // Stats returns every rule's stats, IPv4 then IPv6, in the order of Rules.
+//
+// It reads both tables of a family in batches and joins them, which takes
+// memory in proportion to the rules but far fewer system calls than
+// EachStats' lookup of each rule's stats.
 func (s *Set) Stats() ([]RuleStats, error) {
-	var out []RuleStats
-	if err := s.EachStats(func(rs RuleStats) { out = append(out, rs) }); err != nil {
+	v4, err := s.v4().all()
+	if err != nil {
 		return nil, err
 	}
-	// The families stay apart: IPv4 sorts before IPv6.
-	sortRules(out, func(rs RuleStats) Rule { return rs.Rule })
+	v6, err := s.v6().all()
+	if err != nil {
+		return nil, err
+	}
+	return append(v4, v6...), nil
+}
+
+// all returns the family's rules, sorted, each with its stats: the rule
+// trie and the stats table read in batches, both sorted, and merged (a
+// stats entry without a rule, left by a change that was killed, is left
+// out; a rule without one, which no change leaves, counts zero).
+func (f family[K]) all() ([]RuleStats, error) {
+	rules, err := f.list()
+	if err != nil {
+		return nil, err
+	}
+	var stats []RuleStats
+	err = readBatches(f.stats, ebpf.MustPossibleCPU(), func(k K, perCPU []Stats) {
+		stats = append(stats, RuleStats{k.Rule(), SumCPUs(perCPU)})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stats: %w", err)
+	}
+	sortRules(stats, func(rs RuleStats) Rule { return rs.Rule })
+	out := make([]RuleStats, len(rules))
+	j := 0
+	for i, r := range rules {
+		for j < len(stats) && compareRules(stats[j].Rule, r) < 0 {
+			j++
+		}
+		out[i].Rule = r
+		if j < len(stats) && stats[j].Rule == r {
+			out[i].Stats = stats[j].Stats
+		}
+	}
 	return out, nil
 }
 
@@ -279,8 +316,10 @@ func readEach[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 }
 
 func sortRules[T any](s []T, rule func(T) Rule) {
-	slices.SortFunc(s, func(a, b T) int {
-		ra, rb := rule(a), rule(b)
-		return cmp.Or(ra.Addr().Compare(rb.Addr()), cmp.Compare(ra.Bits(), rb.Bits()))
-	})
+	slices.SortFunc(s, func(a, b T) int { return compareRules(rule(a), rule(b)) })
+}
+
+// compareRules orders rules by address, then prefix length.
+func compareRules(a, b Rule) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 }

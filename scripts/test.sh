@@ -12,10 +12,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export PATH="$PATH:/usr/local/go/bin"
 
-# ip (iproute2) and nsenter (util-linux) drive the network namespaces.
+# ip (iproute2) and nsenter (util-linux) drive the network namespaces;
+# strace kills commands at chosen system calls in the crash tests.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v strace >/dev/null || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}"
@@ -32,4 +34,5 @@ fi
 # Privileged tests fail rather than skip when they cannot run.
 export CI=true
 go vet ./...
-go test ./...
+# The crash-consistency tests of tests/ take several minutes.
+go test -timeout 40m ./...

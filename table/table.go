@@ -1,6 +1,6 @@
 // Package table writes the aligned text tables of traffic_meter's output:
-// a header and rows, the first column aligned left and the others right,
-// columns two spaces apart.
+// a header and rows, the first column aligned left and the others right
+// (counters), or all left (names), columns two spaces apart.
 package table
 
 import "io"
@@ -8,10 +8,15 @@ import "io"
 // Table is a table being filled.
 type Table struct {
 	rows [][]string // the header first
+	left int        // how many columns, from the first, are aligned left
 }
 
 // New returns a table with the given column headings.
-func New(header ...string) *Table { return &Table{rows: [][]string{header}} }
+// The first column is aligned left, the others right.
+func New(header ...string) *Table { return &Table{rows: [][]string{header}, left: 1} }
+
+// NewLeft returns a table whose columns are all aligned left.
+func NewLeft(header ...string) *Table { return &Table{rows: [][]string{header}, left: len(header)} }
 
 // Add adds a row, one cell per column.
 func (t *Table) Add(cells ...string) { t.rows = append(t.rows, cells) }
@@ -30,10 +35,12 @@ func (t *Table) Write(w io.Writer) error {
 			pad := widths[i] - len(cell)
 			if i > 0 {
 				b = append(b, "  "...)
+			}
+			if i >= t.left {
 				b = appendSpaces(b, pad)
 			}
 			b = append(b, cell...)
-			if i == 0 && len(row) > 1 {
+			if i < t.left && i < len(row)-1 {
 				b = appendSpaces(b, pad)
 			}
 		}

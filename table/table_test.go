@@ -22,6 +22,23 @@ func TestWrite(t *testing.T) {
 	}
 }
 
+func TestLeft(t *testing.T) {
+	tb := NewLeft("INTERFACE", "MODE", "PROGRAM")
+	tb.Add("veth0", "native", "60501")
+	tb.Add("eth1.100", "generic", "7")
+	var b strings.Builder
+	if err := tb.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"INTERFACE  MODE     PROGRAM\n" +
+		"veth0      native   60501\n" +
+		"eth1.100   generic  7\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
 // TestLarge writes a table larger than one piece.
 func TestLarge(t *testing.T) {
 	tb := New("A", "B")

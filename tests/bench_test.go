@@ -16,7 +16,7 @@ const benchRules = 1_000_000
 
 // writeRules writes a JSON file of n distinct rules, nine in ten IPv4
 // host rules and one in ten IPv6 /64 networks.
-func writeRules(b *testing.B, n int) string {
+func writeRules(b testing.TB, n int) string {
 	b.Helper()
 	file := filepath.Join(b.TempDir(), "rules.json")
 	f, err := os.Create(file)
