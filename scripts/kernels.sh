@@ -43,15 +43,16 @@ jobs=${KERNELS_JOBS:-$(nproc)}
 guest_timeout=${GUEST_TIMEOUT:-1500}
 
 # The end-to-end tests the kernels run: all but four, which test nothing
-# of the kernel's or would take most of the CI budget emulated. TestPrometheus scrapes the
-# exporter with a real Prometheus server (not in the initramfs): the
-# exporter's HTTP side, the same on every kernel. TestWatchPipe and
-# TestWatchTerminal check the rates stats --watch shows against
-# wall-clock time within 15%, which an emulated guest's timing does not
-# keep; the stats they read are those every other test checks exactly.
-# TestCrash kills every mutating command at each of its system calls under
-# strace: over ten minutes on this 2-core host already. scripts/test.sh runs all four on the host, and the host row
-# here runs the same selection as the guests, from the same binaries.
+# of the kernel's or would take most of the CI budget emulated.
+# TestPrometheus scrapes the exporter with a real Prometheus server (not
+# in the initramfs): the exporter's HTTP side, the same on every kernel.
+# TestWatchPipe and TestWatchTerminal check the rates stats --watch shows
+# against wall-clock time within 15%, which an emulated guest's timing
+# does not keep; the stats they read are those every other test checks
+# exactly. TestCrash kills every mutating command at each of its system
+# calls under strace: over ten minutes on this 2-core host already.
+# scripts/test.sh runs all four on the host, and the host row here runs
+# the same selection as the guests, from the same binaries.
 guest_skip='^(TestPrometheus|TestWatchPipe|TestWatchTerminal|TestCrash)$'
 
 work=$(mktemp -d /tmp/traffic_meter-kernels.XXXXXX)
