@@ -44,9 +44,9 @@ type Features struct {
 	// LPMBatch: batch lookup, update and delete on LPM tries (5.13).
 	LPMBatch bool
 	// WireLen and GSOSegs: a TC program may read __sk_buff's wire_len
-	// (5.0) and gso_segs (5.1). Both are older than the oldest kernel
-	// traffic_meter runs on, and are probed all the same because the
-	// egress program cannot do without them.
+	// (5.0) and gso_segs (5.1), which the egress program counts a GSO
+	// packet's segments by. Both are older than the oldest kernel
+	// traffic_meter runs on, and are probed all the same.
 	WireLen, GSOSegs bool
 	// MemlockCharged says that the kernel charges BPF maps to
 	// RLIMIT_MEMLOCK (before 5.11, when memory cgroups took over) and
@@ -80,6 +80,8 @@ func (f Features) Fallbacks() []Fallback {
 		"this kernel has no XDP bpf_links (Linux 5.9): the program is attached through netlink, where any tool can detach or replace it unseen until the next traffic_meter command")
 	add(f.TCX, "tcx",
 		"this kernel has no TCX (Linux 6.6): TC programs are attached as cls_bpf filters of a clsact qdisc, which other tc users can remove")
+	add(f.WireLen && f.GSOSegs, "skb-gso",
+		"this kernel has no __sk_buff wire_len and gso_segs (Linux 5.0, 5.1): a TC program counts a GSO packet as one packet of its length before segmentation")
 	add(f.HashBatch, "hash-batch",
 		"this kernel has no batch operations on hash maps (Linux 5.6): stats are read one rule at a time, slower with many rules")
 	add(f.LPMBatch, "lpm-batch",
