@@ -22,7 +22,15 @@ func TestFallbackNotices(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("load: exit %d: %s", r.code, r.stderr)
 	}
+	// Not memlock: the binary inherits the limit this test process lifted
+	// (kernel.Probe), and has nothing left to lift.
+	var fallbacks []kernel.Fallback
 	for _, fb := range f.Fallbacks() {
+		if fb.Name != "memlock" {
+			fallbacks = append(fallbacks, fb)
+		}
+	}
+	for _, fb := range fallbacks {
 		t.Logf("kernel %s: fallback %s", f.Release, fb.Name)
 		if n := strings.Count(r.stderr, "traffic_meter: notice: "+fb.Notice+"\n"); n != 1 {
 			t.Errorf("load told the %s fallback %d times:\n%s", fb.Name, n, r.stderr)
@@ -35,7 +43,7 @@ func TestFallbackNotices(t *testing.T) {
 			continue
 		}
 		told := false
-		for _, fb := range f.Fallbacks() {
+		for _, fb := range fallbacks {
 			told = told || line == "traffic_meter: notice: "+fb.Notice
 		}
 		if !told {
