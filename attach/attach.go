@@ -401,7 +401,12 @@ func (a *Attachment) check() (live bool, err error) {
 		}
 		return nil
 	})
-	if !found {
+	switch {
+	case errors.Is(err, unix.EPERM):
+		// Not allowed into the namespace (an exporter without
+		// CAP_SYS_ADMIN): trust the pin.
+		return true, nil
+	case !found:
 		// The namespace is gone, and its interfaces with it.
 		return false, err
 	}

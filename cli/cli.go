@@ -82,11 +82,16 @@ type CLI struct {
 	Status StatusCmd `cmd:"" help:"Show the pin directory, the rules per family, every attachment and the kernel fallbacks in use."`
 
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
+
+	Man        ManCmd        `cmd:"" help:"Print the man page: traffic_meter man > /usr/local/share/man/man1/traffic_meter.1"`
+	Version    VersionCmd    `cmd:"" help:"Print the version, the map layout and the kernel's features."`
+	Completion CompletionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish (see README)."`
 }
 
 // Globals are the flags every command accepts.
 type Globals struct {
-	BPFFSPin string `name:"bpffs-pin" default:"${default_pin}" placeholder:"DIR" help:"Directory on the BPF filesystem holding the pinned maps and attachments."`
+	Version  VersionFlag `name:"version" help:"Print the version, the map layout and the kernel's features, and exit."`
+	BPFFSPin string      `name:"bpffs-pin" default:"${default_pin}" placeholder:"DIR" help:"Directory on the BPF filesystem holding the pinned maps and attachments."`
 }
 
 // Context is what every command's Run gets: where to print, the pin
@@ -131,6 +136,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 		panic(err) // the command line is malformed: a bug
 	}
 	defer recoverStatus(&status, out, stderr)
+	answerCompletion(parser, args)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "traffic_meter: error: %v: see 'traffic_meter --help'\n", err)
@@ -160,10 +166,13 @@ func recoverStatus(status *int, out *bufio.Writer, stderr io.Writer) {
 	}
 }
 
-// run runs the parsed command as root, on a kernel that can run it: the
-// kernel is probed first, which lifts RLIMIT_MEMLOCK where the kernel
-// charges BPF maps to it.
+// run runs the parsed command. An unprivileged command runs as it is;
+// any other needs root and a kernel that can run it: the kernel is probed
+// first, which lifts RLIMIT_MEMLOCK where the kernel charges BPF maps to it.
 func run(kctx *kong.Context) error {
+	if _, ok := kctx.Selected().Target.Addr().Interface().(unprivileged); ok {
+		return kctx.Run()
+	}
 	if os.Geteuid() != 0 {
 		return errNeedsRoot
 	}
@@ -176,6 +185,10 @@ func run(kctx *kong.Context) error {
 	}
 	return err
 }
+
+// unprivileged is a command that runs without root: the exporter, with the
+// capabilities it needs, and the commands that only print.
+type unprivileged interface{ unprivileged() }
 
 var errNeedsRoot = errors.New("traffic_meter needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")
 

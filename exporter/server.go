@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // Handler serves the exporter's metrics at /metrics and a short page at /.
@@ -87,8 +89,12 @@ type gzipWriter struct {
 func (g gzipWriter) Write(p []byte) (int, error) { return g.gz.Write(p) }
 
 // Serve serves h on the listener until ctx is done, then shuts down,
-// letting scrapes in progress finish for up to five seconds.
-func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
+// letting scrapes in progress finish for up to five seconds. webConfig, when
+// not empty, is a Prometheus web configuration file
+// (https://prometheus.io/docs/prometheus/latest/configuration/https/) that
+// turns on TLS and basic authentication; it is read again at every new
+// connection, so certificates and passwords change without a restart.
+func Serve(ctx context.Context, l net.Listener, h http.Handler, webConfig string, log *slog.Logger) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	go func() {
@@ -97,8 +103,16 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
 		defer cancel()
 		done <- srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+	addrs := []string{l.Addr().String()}
+	flags := &web.FlagConfig{WebListenAddresses: &addrs, WebConfigFile: &webConfig}
+	if err := web.Serve(l, srv, flags, log); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return <-done
+}
+
+// CheckWebConfig reads a web configuration file for Serve, and the
+// certificates it names, and reports what is wrong with them.
+func CheckWebConfig(file string) error {
+	return web.Validate(file)
 }

@@ -13,18 +13,29 @@ fi
 export PATH="$PATH:/usr/local/go/bin"
 
 # ip (iproute2) and nsenter (util-linux) drive the network namespaces;
-# strace kills commands at chosen system calls in the crash tests.
+# strace kills commands at chosen system calls in the crash tests;
+# setpriv and unshare (util-linux) run the exporter unprivileged;
+# systemd-analyze (systemd) verifies its unit; man (man-db) and groff
+# (groff-base) render the man page; bash, zsh and fish run the completion
+# scripts.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
 command -v strace >/dev/null || missing+=(strace)
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v man >/dev/null || missing+=(man-db)
+command -v groff >/dev/null || missing+=(groff-base)
+command -v zsh >/dev/null || missing+=(zsh)
+command -v fish >/dev/null || missing+=(fish)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
-	apt-get install -y -qq "${missing[@]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# tests/exporter_test.go scrapes the exporter with a real Prometheus. It
-# runs its own prometheus process; the package's service is not needed.
+# tests/exporter_test.go scrapes the exporter with a real Prometheus (it
+# runs its own prometheus process; the package's service is not needed),
+# and tests/alerts_test.go runs the package's promtool on the alert rules.
 command -v prometheus >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 
 if ! mountpoint -q /sys/fs/bpf; then

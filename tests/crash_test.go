@@ -35,9 +35,10 @@ import (
 // Kill points are of two kinds. Syscall points kill the command as it
 // enters its N-th bpf, mkdirat or unlinkat system call (with strace's
 // fault injection), for every such call it makes after taking the lock,
-// or an evenly spread sample of them: every step that changes kernel
+// or an evenly spread sample of 20 of them: every step that changes kernel
 // state or the pin directory, before and after. Time points kill it at
-// seeded random times over the run's measured duration.
+// seeded random times over the run's measured duration, to make at least
+// 30 kill points per command.
 
 // crashSeed seeds the sampling of kill points: change it to explore others.
 const crashSeed = 20261122
@@ -156,7 +157,7 @@ var crashSyscalls = []string{"bpf", "mkdirat", "unlinkat"}
 var traceLine = regexp.MustCompile(`^\d+\s+(\w+)\(`)
 
 // killPoints runs the command once to completion under strace and returns
-// its kill points: the calls it makes after it takes the lock, at most 40
+// its kill points: the calls it makes after it takes the lock, at most 20
 // of them evenly spread, and with rng, time points over its duration, at
 // least 30 points in all.
 func (c crashCase) killPoints(t *testing.T, e *crashEnv, rng *rand.Rand) []killPoint {
@@ -197,7 +198,7 @@ func (c crashCase) killPoints(t *testing.T, e *crashEnv, rng *rand.Rand) []killP
 	if len(calls) == 0 {
 		t.Fatalf("%s made no call after taking the lock", c.name)
 	}
-	const most = 40
+	const most = 20
 	if len(calls) > most {
 		sample := make([]killPoint, most)
 		for i := range sample {

@@ -47,8 +47,11 @@ func TestDeleteReAdd(t *testing.T) {
 func TestBeforeLoad(t *testing.T) {
 	p := testnet.NewPair(t)
 	dir := pinDir(t)
-	for _, args := range [][]string{{"list"}, {"stats"}, {"stats", "--json"}, {"del", "--ip-address", "10.0.0.0/24"}, {"unload", "--dev", p.Dev[0]}} {
+	for _, args := range [][]string{{"list"}, {"stats"}, {"stats", "--json"}, {"del", "--ip-address", "10.0.0.0/24"}} {
 		fails(t, p, dir, "nothing loaded and no rules in "+dir+": run 'traffic_meter load --dev IF' or 'traffic_meter add --ip-address X' first", args...)
+	}
+	if out := ok(t, p, dir, "unload", "--dev", p.Dev[0]); out != "nothing loaded in "+dir+": nothing to do\n" {
+		t.Errorf("unload before any load printed %q", out)
 	}
 	r := tm(t, p, dir, "add", "--ip-address", "10.0.0.0/24")
 	if r.code != 0 || r.stdout != "added 10.0.0.0/24\n" || !strings.Contains(r.stderr, "created the maps in "+dir) {
