@@ -1,5 +1,6 @@
-// Package attach attaches traffic_meter's XDP program to network interfaces
-// and keeps track of where it is attached.
+// Package attach attaches traffic_meter's programs to network interfaces,
+// XDP for what they receive and TC for what they send (tc.go), and keeps
+// track of where they are attached.
 //
 // Every attachment is pinned in the links subdirectory of the pin directory,
 // so that it outlives the command that made it and so that any later
@@ -11,6 +12,10 @@
 // A pin's name records how and where the program was attached:
 //
 //	<link|prog>_<mode>_<netns inode>_<ifindex>_<ifname>
+//
+// for XDP, and for TC egress (tc.go)
+//
+//	<tcx|tc>_egress_<netns inode>_<ifindex>_<ifname>
 //
 // with every "." of the interface name written as ":" (bpffs reserves dots
 // in names; interface names never hold colons). Interface indexes are only
@@ -60,6 +65,10 @@ type Attachment struct {
 	// Netlink says that the program was attached through netlink rather
 	// than with a pinned bpf_link.
 	Netlink bool
+	// Direction is the traffic counted: ingress with XDP, egress with TC.
+	Direction Direction
+	// TC is how an egress program is attached.
+	TC TCPath
 
 	netns uint64 // inode of the interface's network namespace
 	pin   string // path of the pin
@@ -111,14 +120,15 @@ func (ifc *Interface) CheckFree() error {
 	return fmt.Errorf("interface %s already carries XDP program %s: detach it first with 'ip link set dev %s xdp off'", ifc.Name, describe(ifc.XDPProg), ifc.Name)
 }
 
-// Find returns the attachment of the program pinned in dir to ifc, or nil.
-func Find(dir string, ifc *Interface) (*Attachment, error) {
+// Find returns the attachment of the program pinned in dir to ifc in
+// direction d, or nil.
+func Find(dir string, ifc *Interface, d Direction) (*Attachment, error) {
 	all, err := List(dir)
 	if err != nil {
 		return nil, err
 	}
 	for _, a := range all {
-		if a.netns == ifc.netns && a.Ifindex == ifc.Index {
+		if a.netns == ifc.netns && a.Ifindex == ifc.Index && a.Direction == d {
 			return &a, nil
 		}
 	}
@@ -144,6 +154,9 @@ type Options struct {
 	// Method forces an attach method. When empty, it is a bpf_link where
 	// the kernel has XDP bpf_links (kernel.Probe), else netlink.
 	Method Method
+	// TC forces a TC path for egress. When empty, it is TCX where the
+	// kernel has it (kernel.Probe), else clsact.
+	TC TCPath
 	// Notice is told about each fallback taken.
 	Notice func(string)
 }
@@ -171,7 +184,7 @@ func Attach(dir string, ifc *Interface, prog *ebpf.Program, o Options) (*Attachm
 	}
 	var err error
 	for _, mode := range modes {
-		a := &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Mode: mode, netns: ifc.netns}
+		a := &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Mode: mode, Direction: Ingress, netns: ifc.netns}
 		if useNetlink {
 			err = a.attachNetlink(dir, ifc, prog)
 		} else {
@@ -195,6 +208,9 @@ func (o Options) notice(s string) {
 
 // pinName names the pin of an attachment.
 func (a *Attachment) pinName() string {
+	if a.Direction == Egress {
+		return a.tcPinName()
+	}
 	kind := "link"
 	if a.Netlink {
 		kind = "prog"
@@ -204,6 +220,9 @@ func (a *Attachment) pinName() string {
 
 // parsePin reads an attachment back from its pin's name.
 func parsePin(name string) (*Attachment, bool) {
+	if a, ok := parseTCPin(name); ok {
+		return a, true
+	}
 	f := strings.SplitN(name, "_", 5)
 	if len(f) != 5 || (f[0] != "link" && f[0] != "prog") || (f[1] != string(Native) && f[1] != string(Generic)) {
 		return nil, false
@@ -214,7 +233,7 @@ func parsePin(name string) (*Attachment, bool) {
 		return nil, false
 	}
 	return &Attachment{Ifname: strings.ReplaceAll(f[4], ":", "."), Ifindex: ifindex, Mode: Mode(f[1]),
-		Netlink: f[0] == "prog", netns: ns}, true
+		Netlink: f[0] == "prog", Direction: Ingress, netns: ns}, true
 }
 
 func (a *Attachment) attachLink(dir string, prog *ebpf.Program) error {
@@ -273,6 +292,9 @@ func (m Mode) netlinkFlag() int {
 // network namespace the interface is, and then removes its pin: a kill in
 // between leaves a pin of an attachment that is gone, which Prune removes.
 func Detach(a *Attachment) error {
+	if a.Direction == Egress {
+		return detachTC(a)
+	}
 	if a.Netlink {
 		_, err := inNetns(a.netns, func() error {
 			l, err := netlink.LinkByIndex(a.Ifindex)
@@ -319,6 +341,7 @@ func Prune(dir string) ([]Attachment, error) {
 		return nil, err
 	}
 	for _, a := range stale {
+		a.tidyClsact(dir)
 		if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale %s: %w", a.pin, err)
 		}
@@ -360,6 +383,9 @@ func scan(dir string) (live, stale []Attachment, err error) {
 // check fills in the program ID of a and the interface's current name, and
 // reports whether the attachment is still there.
 func (a *Attachment) check() (live bool, err error) {
+	if a.Direction == Egress {
+		return a.checkTC()
+	}
 	if a.Netlink {
 		p, err := ebpf.LoadPinnedProgram(a.pin, nil)
 		if err != nil {

@@ -8,13 +8,13 @@
 // # Changes, signals and crashes
 //
 // A command that changes the pin directory (load, unload, add, del,
-// import) holds its exclusive flock; the readers (list, stats, status,
-// each reading of stats --watch, each scrape of the exporter) hold the
-// shared one, and open the maps read-only. A reader therefore sees a
+// import, restore) holds its exclusive flock; the readers (list, stats,
+// status, save, each reading of stats --watch, each scrape of the
+// exporter) hold the shared one, and open the maps read-only. A reader therefore sees a
 // change whole or not at all, and never a set being created or removed.
 //
-// SIGINT and SIGTERM cancel the command's context. import and load then
-// undo what they did and exit 1 saying so; the short changes (add, del,
+// SIGINT and SIGTERM cancel the command's context. import, restore and
+// load then undo what they did and exit 1 saying so; the short changes (add, del,
 // unload) finish first.
 //
 // Against SIGKILL and crashes, a change makes the mark "changing" in the
@@ -22,8 +22,9 @@
 // orders its steps so that a kill at any point leaves a state that the next
 // change repairs when it finds the mark, before its own work:
 //
-//   - add, import: each new rule's stats entry (zero counters, replacing
-//     any left without its rule) before the rule enters its trie. A kill
+//   - add, import, restore: each new rule's stats entry (zero or saved
+//     counters, replacing any left without its rule) before the rule
+//     enters its trie. A kill
 //     leaves stats entries without a rule, which the repair deletes, and
 //     some of the rules, which readers show whole and a re-run completes.
 //   - del: the rule, then its stats entry; a kill leaves a stats entry
@@ -80,6 +81,9 @@ type CLI struct {
 	List   ListCmd   `cmd:"" help:"List the rules, IPv4 then IPv6."`
 	Stats  StatsCmd  `cmd:"" help:"Show the packets and bytes counted per rule."`
 	Status StatusCmd `cmd:"" help:"Show the pin directory, the rules per family, every attachment and the kernel fallbacks in use."`
+
+	Save    SaveCmd    `cmd:"" help:"Save every rule and its counters to a file."`
+	Restore RestoreCmd `cmd:"" help:"Add the rules of a saved file, each starting from its saved counters."`
 
 	Exporter ExporterCmd `cmd:"" help:"Serve the counters to Prometheus at /metrics."`
 

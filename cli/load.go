@@ -66,18 +66,32 @@ func (c *Context) interrupted(undone string) error {
 
 // LoadCmd attaches the program to an interface.
 type LoadCmd struct {
-	Dev    string `name:"dev" required:"" placeholder:"IF" help:"Interface to count on."`
-	Object string `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
-	Mode   string `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
-	Attach string `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach: with a pinned bpf_link (Linux 5.9), through netlink, or auto (link, else netlink)."`
+	Dev       string `name:"dev" required:"" placeholder:"IF" help:"Interface to count on."`
+	Direction string `name:"direction" enum:"ingress,egress,both" default:"ingress" help:"Traffic to count: what IF receives (ingress, with XDP), what it sends (egress, with TC) or both."`
+	Object    string `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program, for ingress; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
+	Mode      string `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
+	Attach    string `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach XDP: with a pinned bpf_link (Linux 5.9), through netlink, or auto (link, else netlink)."`
+	TC        string `name:"tc" enum:"auto,tcx,clsact" default:"auto" help:"How to attach to egress: with a pinned TCX bpf_link (Linux 6.6), with a cls_bpf filter on a clsact qdisc, or auto (tcx, else clsact)."`
 	Capacity
 }
 
-// Run loads the program on the interface, creating the maps first if this
-// is the first load. SIGINT or SIGTERM before it is done undo it all.
+// directions returns the directions a --direction flag names.
+func directions(flag string) []attach.Direction {
+	if flag == "both" {
+		return []attach.Direction{attach.Ingress, attach.Egress}
+	}
+	return []attach.Direction{attach.Direction(flag)}
+}
+
+// Run loads the program on the interface in each direction asked for,
+// creating the maps first if this is the first load. SIGINT or SIGTERM
+// before it is done, or a direction that fails, undo it all.
 func (l *LoadCmd) Run(c *Context) error {
 	var obj *ebpf.CollectionSpec
 	if l.Object != "" {
+		if l.Direction != string(attach.Ingress) {
+			return errors.New("--object gives an XDP program, which counts ingress only: load it with --direction ingress")
+		}
 		var err error
 		if obj, err = readObject(l.Object); err != nil {
 			return err
@@ -88,38 +102,61 @@ func (l *LoadCmd) Run(c *Context) error {
 		if err != nil {
 			return err
 		}
-		if a, err := c.findOrAdopt(ifc); err != nil || a != nil {
-			if a != nil {
-				fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
-			}
-			return err
-		}
-		if err := ifc.CheckFree(); err != nil {
-			return err
-		}
-		return c.withMaps(lock, l.Capacity, func(set *maps.Set) error {
-			const undone = "nothing was loaded"
-			if err := c.interrupted(undone); err != nil {
-				return err
-			}
-			a, err := l.load(c, ifc, set, obj)
+		var todo []attach.Direction
+		for _, d := range directions(l.Direction) {
+			a, err := c.findOrAdopt(ifc, d)
 			if err != nil {
 				return err
 			}
-			if err := c.interrupted(undone); err != nil {
-				attach.Detach(a)
+			if a != nil {
+				fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
+				continue
+			}
+			if d == attach.Ingress {
+				if err := ifc.CheckFree(); err != nil {
+					return err
+				}
+			}
+			todo = append(todo, d)
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		return c.withMaps(lock, l.Capacity, func(set *maps.Set) error {
+			const undone = "nothing was loaded"
+			var done []*attach.Attachment
+			undo := func(err error) error {
+				for _, a := range done {
+					attach.Detach(a)
+				}
 				return err
 			}
-			fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
+			for _, d := range todo {
+				if err := c.interrupted(undone); err != nil {
+					return undo(err)
+				}
+				a, err := l.load(c, ifc, d, set, obj)
+				if err != nil {
+					return undo(err)
+				}
+				done = append(done, a)
+			}
+			if err := c.interrupted(undone); err != nil {
+				return undo(err)
+			}
+			for _, a := range done {
+				fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
+			}
 			return nil
 		})
 	})
 }
 
-// findOrAdopt returns the attachment of the pinned program to ifc, if any:
-// pinned, or our program attached to ifc without a pin, which it pins.
-func (c *Context) findOrAdopt(ifc *attach.Interface) (*attach.Attachment, error) {
-	if a, err := attach.Find(c.Dir, ifc); err != nil || a != nil || ifc.XDPProg == 0 || maps.Pinned(c.Dir) == 0 {
+// findOrAdopt returns the attachment of the pinned program to ifc in
+// direction d, if any: pinned, or (ingress) our XDP program attached to
+// ifc without a pin, which it pins.
+func (c *Context) findOrAdopt(ifc *attach.Interface, d attach.Direction) (*attach.Attachment, error) {
+	if a, err := attach.Find(c.Dir, ifc, d); err != nil || a != nil || d != attach.Ingress || ifc.XDPProg == 0 || maps.Pinned(c.Dir) == 0 {
 		return a, err
 	}
 	set, err := maps.Open(c.Dir)
@@ -134,10 +171,10 @@ func (c *Context) findOrAdopt(ifc *attach.Interface) (*attach.Attachment, error)
 	if _, err := attach.Adopt(c.Dir, ids); err != nil {
 		return nil, err
 	}
-	return attach.Find(c.Dir, ifc)
+	return attach.Find(c.Dir, ifc, d)
 }
 
-func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
+func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
 	var p *ebpf.Program
 	var err error
 	if obj != nil {
@@ -150,7 +187,11 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *eb
 		for _, fb := range f.Fallbacks() {
 			c.Notice("%s", fb.Notice)
 		}
-		p, err = prog.Load(prog.XDPHook(f), set)
+		hook := prog.XDPHook(f)
+		if d == attach.Egress {
+			hook = prog.TCHook(f)
+		}
+		p, err = prog.Load(hook, set)
 	}
 	if err != nil {
 		return nil, err
@@ -163,16 +204,38 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, set *maps.Set, obj *eb
 	if l.Mode != "auto" {
 		o.Mode = attach.Mode(l.Mode)
 	}
+	if l.TC != "auto" {
+		o.TC = attach.TCPath(l.TC)
+	}
+	if d == attach.Egress {
+		return attach.AttachEgress(c.Dir, ifc, p, o)
+	}
 	return attach.Attach(c.Dir, ifc, p, o)
 }
 
 // how describes an attachment for people.
 func how(a *attach.Attachment) string {
+	if a.Direction == attach.Egress {
+		method := "TCX bpf_link"
+		if a.TC == attach.Clsact {
+			method = "cls_bpf filter on clsact, netlink"
+		}
+		return fmt.Sprintf("egress, %s, program id %d", method, a.ProgID)
+	}
 	method := "bpf_link"
 	if a.Netlink {
 		method = "netlink"
 	}
-	return fmt.Sprintf("%s mode, %s, program id %d", a.Mode, method, a.ProgID)
+	return fmt.Sprintf("ingress, %s mode, %s, program id %d", a.Mode, method, a.ProgID)
+}
+
+// short describes an attachment in a few words: its direction and its
+// XDP mode or TC path.
+func short(a attach.Attachment) string {
+	if a.Direction == attach.Egress {
+		return fmt.Sprintf("egress, %s", a.TC)
+	}
+	return fmt.Sprintf("ingress, %s", a.Mode)
 }
 
 // objectFix is what to do about an unusable --object file.
@@ -230,8 +293,9 @@ func programName(spec *ebpf.CollectionSpec) string {
 
 // UnloadCmd detaches the program from an interface, or from all.
 type UnloadCmd struct {
-	Dev string `name:"dev" placeholder:"IF" help:"Interface to stop counting on."`
-	All bool   `name:"all" help:"Detach from every interface loaded from this pin directory, in any network namespace, and remove the maps."`
+	Dev       string `name:"dev" placeholder:"IF" help:"Interface to stop counting on."`
+	Direction string `name:"direction" enum:"ingress,egress,both," default:"" help:"With --dev, the direction to stop counting: ingress, egress or both (default: every direction loaded on IF)."`
+	All       bool   `name:"all" help:"Detach from every interface loaded from this pin directory, in any network namespace, and remove the maps."`
 }
 
 // Run detaches the program from the interface, or from all; after the last
@@ -244,6 +308,8 @@ func (u *UnloadCmd) Run(c *Context) error {
 		return errors.New("missing what to unload: give --dev IF, or --all")
 	case u.Dev != "" && u.All:
 		return errors.New("--dev and --all together: give one of them")
+	case u.Direction != "" && u.All:
+		return errors.New("--direction and --all together: --all unloads every direction; give --dev IF to pick one")
 	}
 	if _, err := os.Stat(c.Dir); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(c.Stdout, "nothing loaded in %s: nothing to do\n", c.Dir)
@@ -257,28 +323,46 @@ func (u *UnloadCmd) Run(c *Context) error {
 		if err != nil {
 			// A loaded interface that is gone: the repair has
 			// removed its pin.
-			if !slices.ContainsFunc(c.pruned, func(a attach.Attachment) bool { return a.Ifname == u.Dev && a.InCallerNetns() }) {
+			gone := func(a attach.Attachment) bool { return a.Ifname == u.Dev && a.InCallerNetns() }
+			if !slices.ContainsFunc(c.pruned, gone) {
 				return err
+			}
+			for _, a := range c.pruned {
+				if gone(a) {
+					fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", u.Dev, a.Direction)
+				}
 			}
 		} else {
-			a, err := attach.Find(c.Dir, ifc)
-			if err != nil {
-				return err
+			want := directions(u.Direction)
+			if u.Direction == "" {
+				want = directions("both")
 			}
-			if a == nil {
+			var found []*attach.Attachment
+			for _, d := range want {
+				a, err := attach.Find(c.Dir, ifc, d)
+				if err != nil {
+					return err
+				}
+				if a != nil {
+					found = append(found, a)
+				}
+			}
+			if len(found) == 0 {
 				all, err := attach.List(c.Dir)
 				if err == nil {
-					fmt.Fprintf(c.Stdout, "not loaded on %s (loaded on: %s): nothing to do\n", u.Dev, names(all))
+					fmt.Fprintf(c.Stdout, "not loaded on %s%s (loaded on: %s): nothing to do\n", u.Dev, forDirection(u.Direction), names(all))
 				}
 				return err
 			}
-			if err := attach.Detach(a); err != nil {
-				return err
+			for _, a := range found {
+				if err := attach.Detach(a); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", u.Dev, a.Direction)
 			}
 		}
-		fmt.Fprintf(c.Stdout, "unloaded from %s\n", u.Dev)
 		if c.removeIfUnused(lock) {
-			fmt.Fprintf(c.Stdout, "that was the last interface: removed the maps, their rules and counters, and %s\n", c.Dir)
+			fmt.Fprintf(c.Stdout, "that was the last attachment: removed the maps, their rules and counters, and %s\n", c.Dir)
 		}
 		return nil
 	})
@@ -295,7 +379,7 @@ func (u *UnloadCmd) all(c *Context) error {
 			if err := attach.Detach(&a); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.Stdout, "unloaded from %s\n", a.Where())
+			fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", a.Where(), a.Direction)
 		}
 		if !c.removeIfUnused(lock) {
 			return fmt.Errorf("could not remove the maps in %s: see 'traffic_meter status'", c.Dir)
@@ -305,6 +389,14 @@ func (u *UnloadCmd) all(c *Context) error {
 	})
 }
 
+// forDirection names a --direction flag for people, if one was given.
+func forDirection(flag string) string {
+	if flag == "" {
+		return ""
+	}
+	return " for " + flag
+}
+
 // names lists the interfaces of attachments for people.
 func names(all []attach.Attachment) string {
 	if len(all) == 0 {
@@ -312,7 +404,7 @@ func names(all []attach.Attachment) string {
 	}
 	var s []string
 	for _, a := range all {
-		s = append(s, a.Ifname)
+		s = append(s, fmt.Sprintf("%s (%s)", a.Ifname, a.Direction))
 	}
 	return strings.Join(s, ", ")
 }

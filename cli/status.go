@@ -103,14 +103,21 @@ func (s *StatusCmd) Run(c *Context) error {
 	return st.write(c)
 }
 
-// describe says how an attachment is made.
+// describe says how an attachment is made: its direction, hook, XDP mode
+// or TC path, and method.
 func describe(a attach.Attachment) attachmentStatus {
 	method := "bpf_link"
 	if a.Netlink {
 		method = "netlink"
 	}
-	return attachmentStatus{Interface: a.Ifname, Ifindex: a.Ifindex, Netns: a.Netns(), ThisNetns: a.InCallerNetns(),
-		Direction: "ingress", Hook: "xdp", Mode: string(a.Mode), Method: method, ProgramID: uint32(a.ProgID)}
+	st := attachmentStatus{Interface: a.Ifname, Ifindex: a.Ifindex, Netns: a.Netns(), ThisNetns: a.InCallerNetns(),
+		Direction: string(a.Direction), Hook: "xdp", Mode: string(a.Mode), Method: method, ProgramID: uint32(a.ProgID)}
+	if a.Direction == attach.Egress {
+		// The mode of a TC attachment is its path: tcx (a bpf_link) or
+		// clsact (a cls_bpf filter, through netlink).
+		st.Hook, st.Mode = "tc", string(a.TC)
+	}
+	return st
 }
 
 // write prints the status for people.

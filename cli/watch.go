@@ -132,12 +132,13 @@ func (c *Context) reader(read func(*maps.Set) ([]maps.RuleStats, error)) func() 
 	}
 }
 
-// interfaces lists the loaded interfaces for people, each as "name (mode)".
+// interfaces lists the attachments for people, each as "name (direction,
+// XDP mode or TC path)".
 func (c *Context) interfaces() ([]string, error) {
 	all, err := attach.List(c.Dir)
 	var out []string
 	for _, a := range all {
-		out = append(out, fmt.Sprintf("%s (%s)", a.Where(), a.Mode))
+		out = append(out, fmt.Sprintf("%s (%s)", a.Where(), short(a)))
 	}
 	return out, err
 }

@@ -35,10 +35,13 @@ import (
 // above 10000, and outside the kernel's ephemeral port range.
 const DefaultListen = "127.0.0.1:19864"
 
-// Interface is an interface the program is loaded on.
+// Interface is an attachment of the program to an interface.
 type Interface struct {
 	Name string
-	// Mode is the XDP attachment mode, "native" or "generic".
+	// Direction is "ingress" (XDP) or "egress" (TC).
+	Direction string
+	// Mode is the XDP attachment mode, "native" or "generic", for
+	// ingress, and the TC path, "tcx" or "clsact", for egress.
 	Mode string
 }
 
@@ -100,20 +103,20 @@ func (e *Exporter) Write(w io.Writer) error {
 		}
 	}
 	s.family(Rules, "gauge", "Number of rules of an address family.")
-	s.sample(Rules, "family", "ipv4", "", "", float64(s.rules[0]))
-	s.sample(Rules, "family", "ipv6", "", "", float64(s.rules[1]))
+	s.sample(Rules, float64(s.rules[0]), "family", "ipv4")
+	s.sample(Rules, float64(s.rules[1]), "family", "ipv6")
 	s.family(MapsLoaded, "gauge", "1 if the pinned maps exist, 0 if nothing is loaded.")
-	s.sample(MapsLoaded, "", "", "", "", boolValue(loaded))
+	s.sample(MapsLoaded, boolValue(loaded))
 	if len(ifaces) > 0 {
-		s.family(InterfaceInfo, "gauge", "An interface the program is loaded on, with its XDP mode; always 1.")
+		s.family(InterfaceInfo, "gauge", "An interface the program is loaded on, with the direction it counts (ingress with XDP, egress with TC) and its XDP mode or TC path; always 1.")
 		for _, i := range ifaces {
-			s.sample(InterfaceInfo, "interface", i.Name, "mode", i.Mode, 1)
+			s.sample(InterfaceInfo, 1, "interface", i.Name, "direction", i.Direction, "mode", i.Mode)
 		}
 	}
 	s.family(ScrapeError, "gauge", "1 if reading the maps or the interfaces failed in this scrape (see the exporter's log), else 0.")
-	s.sample(ScrapeError, "", "", "", "", boolValue(failed))
+	s.sample(ScrapeError, boolValue(failed))
 	s.family(ScrapeDuration, "gauge", "Time taken to read the maps and the interfaces and write the metrics of this scrape.")
-	s.sample(ScrapeDuration, "", "", "", "", time.Since(start).Seconds())
+	s.sample(ScrapeDuration, time.Since(start).Seconds())
 	own, err := e.self.Gather()
 	if err != nil {
 		e.log.Error("gather the exporter's own metrics", "err", err)
@@ -215,16 +218,18 @@ func (s *exposition) counter(name string, r maps.Rule, direction string, v uint6
 	s.flush()
 }
 
-// sample writes a sample with up to two labels (empty names are left out).
-func (s *exposition) sample(name, l1, v1, l2, v2 string, v float64) {
+// sample writes a sample with labels given as name, value pairs.
+func (s *exposition) sample(name string, v float64, labels ...string) {
 	s.b = append(s.b[:0], name...)
-	if l1 != "" {
-		s.b = append(s.b, '{')
-		s.b = appendLabel(s.b, l1, v1)
-		if l2 != "" {
+	for i := 0; i < len(labels); i += 2 {
+		if i == 0 {
+			s.b = append(s.b, '{')
+		} else {
 			s.b = append(s.b, ',')
-			s.b = appendLabel(s.b, l2, v2)
 		}
+		s.b = appendLabel(s.b, labels[i], labels[i+1])
+	}
+	if len(labels) > 0 {
 		s.b = append(s.b, '}')
 	}
 	s.b = append(s.b, ' ')

@@ -121,7 +121,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func TestScrape(t *testing.T) {
 	dir := pinDir(t)
-	ifaces := []Interface{{"veth0", "native"}, {"veth1", "generic"}}
+	ifaces := []Interface{{"veth0", "ingress", "native"}, {"veth1", "ingress", "generic"}, {"veth0", "egress", "tcx"}}
 	h := Handler(New(dir, func() ([]Interface, error) { return ifaces, nil }, quiet()), quiet())
 
 	// Nothing loaded yet: no rule, but everything else.
@@ -130,11 +130,12 @@ func TestScrape(t *testing.T) {
 		t.Errorf("rule samples before loading: %v", ruleSamples(got))
 	}
 	for k, want := range map[string]float64{
-		"traffic_meter_maps_loaded":                                     0,
-		`traffic_meter_rules{family="ipv4"}`:                            0,
-		`traffic_meter_rules{family="ipv6"}`:                            0,
-		`traffic_meter_interface_info{interface="veth0",mode="native"}`: 1,
-		"traffic_meter_scrape_error":                                    0,
+		"traffic_meter_maps_loaded":          0,
+		`traffic_meter_rules{family="ipv4"}`: 0,
+		`traffic_meter_rules{family="ipv6"}`: 0,
+		`traffic_meter_interface_info{interface="veth0",direction="ingress",mode="native"}`: 1,
+		`traffic_meter_interface_info{interface="veth0",direction="egress",mode="tcx"}`:     1,
+		"traffic_meter_scrape_error": 0,
 	} {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)

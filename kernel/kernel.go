@@ -2,9 +2,9 @@
 // offers traffic_meter, and is the one place where kernel features are
 // probed.
 //
-// Probe checks that the kernel can run traffic_meter at all (Linux 5.4,
-// XDP, LPM tries, per-CPU hashes), lifts RLIMIT_MEMLOCK where the kernel
-// charges BPF maps to it (before Linux 5.11), and probes each optional
+// Probe lifts RLIMIT_MEMLOCK where the kernel charges BPF maps to it
+// (before Linux 5.11), checks that the kernel can run traffic_meter at all
+// (Linux 5.4, XDP, LPM tries, per-CPU hashes), and probes each optional
 // feature by trying it, never by reading the version: distributions
 // backport features. A feature is missing only when the kernel says it does
 // not know it; any other failure of a probe (EPERM, for example) is an
@@ -44,9 +44,9 @@ type Features struct {
 	// LPMBatch: batch lookup, update and delete on LPM tries (5.13).
 	LPMBatch bool
 	// WireLen and GSOSegs: a TC program may read __sk_buff's wire_len
-	// (5.0) and gso_segs (5.1), which the egress program counts a GSO
-	// packet's segments by. Both are older than the oldest kernel
-	// traffic_meter runs on, and are probed all the same.
+	// (5.0) and gso_segs (5.1). Both are older than the oldest kernel
+	// traffic_meter runs on, and are probed all the same: without them
+	// the egress program counts a GSO packet as one (prog.TCLen).
 	WireLen, GSOSegs bool
 	// MemlockCharged says that the kernel charges BPF maps to
 	// RLIMIT_MEMLOCK (before 5.11, when memory cgroups took over) and
@@ -80,8 +80,8 @@ func (f Features) Fallbacks() []Fallback {
 		"this kernel has no XDP bpf_links (Linux 5.9): the program is attached through netlink, where any tool can detach or replace it unseen until the next traffic_meter command")
 	add(f.TCX, "tcx",
 		"this kernel has no TCX (Linux 6.6): TC programs are attached as cls_bpf filters of a clsact qdisc, which other tc users can remove")
-	add(f.WireLen && f.GSOSegs, "skb-gso",
-		"this kernel has no __sk_buff wire_len and gso_segs (Linux 5.0, 5.1): a TC program counts a GSO packet as one packet of its length before segmentation")
+	add(f.WireLen && f.GSOSegs, "skb-wire-len",
+		"this kernel has no __sk_buff wire_len and gso_segs (Linux 5.1): egress counts a GSO packet as one packet of its own length, without the headers of its other segments")
 	add(f.HashBatch, "hash-batch",
 		"this kernel has no batch operations on hash maps (Linux 5.6): stats are read one rule at a time, slower with many rules")
 	add(f.LPMBatch, "lpm-batch",
@@ -113,13 +113,11 @@ func probe() (Features, error) {
 	}
 	f.Release = unix.ByteSliceToString(uts.Release[:])
 
-	// The required features first: their probes are small enough for
-	// any memlock limit, and a kernel that refuses them says why.
-	if err := required(); err != nil {
-		return f, err
-	}
 	var err error
 	if f.MemlockCharged, err = liftMemlock(); err != nil {
+		return f, err
+	}
+	if err := required(); err != nil {
 		return f, err
 	}
 	for _, p := range []struct {
@@ -159,7 +157,7 @@ func liftMemlock() (bool, error) {
 		return false, fmt.Errorf("read RLIMIT_MEMLOCK: %w", err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return false, fmt.Errorf("lift RLIMIT_MEMLOCK, to which kernels before 5.11 charge BPF maps: %w", err)
+		return false, fmt.Errorf("this kernel charges BPF maps to RLIMIT_MEMLOCK (before Linux 5.11) and the limit cannot be lifted: %w", err)
 	}
 	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &after); err != nil {
 		return false, fmt.Errorf("read RLIMIT_MEMLOCK: %w", err)

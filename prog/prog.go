@@ -1,7 +1,9 @@
-// Package prog assembles traffic_meter's XDP program at run time with
-// cilium/ebpf/asm: no compiler, no object file.
+// Package prog assembles traffic_meter's programs at run time with
+// cilium/ebpf/asm, no compiler, no object file: an XDP program that counts
+// the frames an interface receives and a TC program that counts the frames
+// it sends, both from one parse-and-count body.
 //
-// For every received frame the program parses Ethernet (skipping up to two
+// For every frame the program parses Ethernet (skipping up to two
 // 802.1Q/802.1AD tags), and for IPv4 and IPv6 looks the source and the
 // destination address up, independently, in the family's LPM rule trie. On a
 // match it reads the rule's prefix length from the trie value, masks the
@@ -12,9 +14,9 @@
 // changes a frame and always passes it on.
 //
 // The parse-and-count body is emitted against a Hook, which says where the
-// packet pointers live in the program's context, how the frame length is
-// found and what verdict to return, so the same body can serve another
-// attach point with a different context.
+// packet pointers live in the program's context, how the bytes and packets
+// to count are found and what verdict to return, so the same body serves
+// XDP (struct xdp_md) and TC (struct __sk_buff).
 package prog
 
 import (
@@ -34,18 +36,51 @@ const Name = "traffic_meter"
 
 // Registers that live across helper calls.
 const (
-	rCtx = asm.R6 // the program's context
-	rLen = asm.R7 // the frame length, once a rule has matched
+	rCtx     = asm.R6 // the program's context
+	rLen     = asm.R7 // the bytes to count, once a rule has matched
+	rPackets = asm.R8 // the packets to count, once a rule has matched
+)
+
+// Verdicts.
+const (
+	// XDPPass is XDP_PASS: the frame goes on up the stack.
+	XDPPass = 2
+	// TCNext is TC_ACT_UNSPEC for a cls_bpf filter and TCX_NEXT for TCX
+	// (both -1): the frame goes on to the next program or filter, and
+	// then on its way.
+	TCNext = -1
+)
+
+// Offsets of the fields the program reads in its contexts: struct xdp_md
+// for XDP, struct __sk_buff for TC.
+const (
+	xdpData    = 0  // xdp_md.data
+	xdpDataEnd = 4  // xdp_md.data_end
+	skbLen     = 0  // __sk_buff.len
+	skbVLAN    = 20 // __sk_buff.vlan_present
+	skbData    = 76 // __sk_buff.data
+	skbDataEnd = 80 // __sk_buff.data_end
+	// skbWireLen is __sk_buff.wire_len (Linux 5.0): on egress, the bytes
+	// of every segment a GSO packet becomes, each with its own headers.
+	skbWireLen = 160
+	// skbGSOSegs is __sk_buff.gso_segs (Linux 5.1): the number of segments
+	// a GSO packet becomes, 0 or 1 for any other.
+	skbGSOSegs = 164
 )
 
 // Hook describes the attach point the body is emitted for.
 type Hook struct {
+	// Type and AttachType are the program's type and expected attach
+	// type.
+	Type       ebpf.ProgramType
+	AttachType ebpf.AttachType
 	// DataOff and DataEndOff are the offsets of the packet start and end
 	// pointers in the context.
 	DataOff, DataEndOff int16
-	// Length emits instructions that leave the frame length in R7. The
-	// context is in R6; R1-R5 may be clobbered.
-	Length func() asm.Instructions
+	// Measure emits instructions that leave the bytes to count in R7 and
+	// the packets in R8. The context is in R6; R1-R5 may be clobbered.
+	// Labels it defines start with prefix.
+	Measure func(prefix string) asm.Instructions
 	// Verdict is the return code: the frame always goes on.
 	Verdict int32
 	// Frags says whether the program is loaded as aware of multi-buffer
@@ -56,12 +91,14 @@ type Hook struct {
 // XDPMultiBuffer is the XDP hook that counts the whole frame, every fragment
 // of a multi-buffer frame included, with bpf_xdp_get_buff_len (Linux 5.18).
 var XDPMultiBuffer = Hook{
-	DataOff: 0, DataEndOff: 4, Verdict: 2 /* XDP_PASS */, Frags: true,
-	Length: func() asm.Instructions {
+	Type: ebpf.XDP, AttachType: ebpf.AttachXDP,
+	DataOff: xdpData, DataEndOff: xdpDataEnd, Verdict: XDPPass, Frags: true,
+	Measure: func(string) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R1, rCtx),
 			asm.FnXdpGetBuffLen.Call(),
 			asm.Mov.Reg(rLen, asm.R0),
+			asm.Mov.Imm(rPackets, 1),
 		}
 	},
 }
@@ -69,12 +106,14 @@ var XDPMultiBuffer = Hook{
 // XDPLinear is the XDP hook for kernels without bpf_xdp_get_buff_len: the
 // frame length is that of its linear part, data_end - data.
 var XDPLinear = Hook{
-	DataOff: 0, DataEndOff: 4, Verdict: 2, /* XDP_PASS */
-	Length: func() asm.Instructions {
+	Type: ebpf.XDP, AttachType: ebpf.AttachXDP,
+	DataOff: xdpData, DataEndOff: xdpDataEnd, Verdict: XDPPass,
+	Measure: func(string) asm.Instructions {
 		return asm.Instructions{
-			asm.LoadMem(rLen, rCtx, 4, asm.Word),
-			asm.LoadMem(asm.R1, rCtx, 0, asm.Word),
+			asm.LoadMem(rLen, rCtx, xdpDataEnd, asm.Word),
+			asm.LoadMem(asm.R1, rCtx, xdpData, asm.Word),
 			asm.Sub.Reg(rLen, asm.R1),
+			asm.Mov.Imm(rPackets, 1),
 		}
 	},
 }
@@ -88,6 +127,49 @@ func XDPHook(f kernel.Features) Hook {
 	return XDPLinear
 }
 
+// TCEgress is the TC hook that counts what goes on the wire: a GSO/TSO
+// packet counts as the max(gso_segs, 1) segments it becomes, with wire_len
+// bytes, and a VLAN tag the skb carries out of band (to be inserted by the
+// driver, the hardware or validate_xmit_vlan after the hook) adds its 4
+// bytes to every segment.
+var TCEgress = Hook{
+	Type: ebpf.SchedCLS, DataOff: skbData, DataEndOff: skbDataEnd, Verdict: TCNext,
+	Measure: func(prefix string) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(rLen, rCtx, skbWireLen, asm.Word),
+			asm.LoadMem(rPackets, rCtx, skbGSOSegs, asm.Word),
+			asm.JNE.Imm(rPackets, 0, prefix+"_segs"),
+			asm.Mov.Imm(rPackets, 1),
+			// vlan_present reads as 0 or 1: add a tag to every segment.
+			asm.LoadMem(asm.R1, rCtx, skbVLAN, asm.Word).WithSymbol(prefix + "_segs"),
+			asm.Mul.Reg(asm.R1, rPackets),
+			asm.Mul.Imm(asm.R1, vlanTag),
+			asm.Add.Reg(rLen, asm.R1),
+		}
+	},
+}
+
+// TCHook returns the best TC hook for a kernel with features f.
+func TCHook(f kernel.Features) Hook {
+	if f.WireLen && f.GSOSegs {
+		return TCEgress
+	}
+	return TCLen
+}
+
+// TCLen is the TC hook for kernels without __sk_buff.wire_len and gso_segs
+// (before Linux 5.1): every skb counts as one packet of skb->len bytes, so
+// a GSO packet counts as one, without the headers of its other segments.
+var TCLen = Hook{
+	Type: ebpf.SchedCLS, DataOff: skbData, DataEndOff: skbDataEnd, Verdict: TCNext,
+	Measure: func(string) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(rLen, rCtx, skbLen, asm.Word),
+			asm.Mov.Imm(rPackets, 1),
+		}
+	},
+}
+
 // Spec returns the program spec for a hook. Its map loads refer to the maps
 // by name (package maps), to be resolved when the program is loaded.
 func Spec(h Hook) *ebpf.ProgramSpec {
@@ -97,8 +179,8 @@ func Spec(h Hook) *ebpf.ProgramSpec {
 	}
 	return &ebpf.ProgramSpec{
 		Name:         Name,
-		Type:         ebpf.XDP,
-		AttachType:   ebpf.AttachXDP,
+		Type:         h.Type,
+		AttachType:   h.AttachType,
 		Instructions: Instructions(h),
 		License:      "GPL",
 		Flags:        flags,
@@ -112,7 +194,7 @@ func Load(h Hook, set *maps.Set) (*ebpf.Program, error) {
 		Programs: map[string]*ebpf.ProgramSpec{Name: Spec(h)},
 	}, Name)
 	if err != nil {
-		return nil, fmt.Errorf("load the XDP program: %w", err)
+		return nil, fmt.Errorf("load the %s program: %w", h.Type, err)
 	}
 	return p, nil
 }
@@ -167,8 +249,8 @@ var (
 
 // Instructions returns the whole program for a hook.
 //
-// Registers: R6 holds the context throughout, R7 the frame length once
-// known. While parsing, R2 points at the frame (moved forward past each VLAN
+// Registers: R6 holds the context throughout, R7 and R8 the bytes and
+// packets to count once known. While parsing, R2 points at the frame (moved forward past each VLAN
 // tag, so the IP header is always at R2+14), R3 at its end and R4/R5 are
 // scratch. Map lookups use R1-R5 and return in R0, as helper calls do.
 func Instructions(h Hook) asm.Instructions {
@@ -260,9 +342,9 @@ func ip6Header() asm.Instructions {
 // body copies the family's source and destination addresses from the IP
 // header at R2+14 into their lookup keys on the stack, then counts each.
 //
-// The frame length is found only once a rule matched, and at most once:
-// the destination part is emitted twice, for when the source part found
-// the length and for when it did not.
+// The bytes and packets are measured only once a rule matched, and at most
+// once: the destination part is emitted twice, for when the source part
+// measured them and for when it did not.
 func body(h Hook, f family) asm.Instructions {
 	insns := asm.Instructions{}
 	for _, k := range []struct{ key, addr int16 }{{f.srcKey, f.src}, {f.dstKey, f.dst}} {
@@ -302,9 +384,9 @@ func count(h Hook, f family, label string, key int16, valueOff int16, lenKnown b
 	masking, masked := mask(f, label, key)
 	insns = append(insns, masking...)
 	if !lenKnown {
-		length := h.Length()
-		length[0] = length[0].WithSymbol(masked)
-		insns = append(insns, length...)
+		measure := h.Measure(masked)
+		measure[0] = measure[0].WithSymbol(masked)
+		insns = append(insns, measure...)
 		masked = ""
 	}
 	lookupStats := asm.LoadMapPtr(asm.R1, 0).WithReference(f.stats)
@@ -321,7 +403,7 @@ func count(h Hook, f family, label string, key int16, valueOff int16, lenKnown b
 
 		// Per-CPU entry: plain read-modify-write, no atomics needed.
 		asm.LoadMem(asm.R1, asm.R0, valueOff, asm.DWord),
-		asm.Add.Imm(asm.R1, 1),
+		asm.Add.Reg(asm.R1, rPackets),
 		asm.StoreMem(asm.R0, valueOff, asm.R1, asm.DWord),
 		asm.LoadMem(asm.R1, asm.R0, valueOff+8, asm.DWord),
 		asm.Add.Reg(asm.R1, rLen),

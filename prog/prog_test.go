@@ -2,21 +2,18 @@ package prog
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
-
-// xdpPass is the verdict the program must always return.
-const xdpPass = 2
 
 // setup loads the program for a hook against a fresh set of maps holding
 // the given rules.
@@ -41,17 +38,39 @@ func setup(t testing.TB, h Hook, rules ...string) (*ebpf.Program, *maps.Set) {
 	return p, set
 }
 
-// run runs the program once on a frame and checks that it passed the frame
-// on unchanged.
-func run(t testing.TB, p *ebpf.Program, f []byte) {
+// run runs the program of a hook once on a frame and checks that it passed
+// the frame on unchanged.
+func run(t testing.TB, h Hook, p *ebpf.Program, f []byte) {
+	t.Helper()
+	runSKB(t, h, p, f, skb{})
+}
+
+// skb is the part of struct __sk_buff that a test run of a TC program may
+// set (with mark, priority, ifindex, cb, tstamp, gso_size and hwtstamp,
+// which the program does not read): wire_len (0 means the frame's length;
+// at least that length, at most 64 KiB) and gso_segs (at most 65535). The
+// kernel refuses every other field, vlan_present included, so a test run
+// cannot carry a VLAN tag out of band.
+type skb struct{ wireLen, gsoSegs uint32 }
+
+// runSKB is run with a TC context; an XDP hook ignores it.
+func runSKB(t testing.TB, h Hook, p *ebpf.Program, f []byte, ctx skb) {
 	t.Helper()
 	out := make([]byte, len(f)+256)
-	ret, err := p.Run(&ebpf.RunOptions{Data: f, DataOut: out})
+	opts := &ebpf.RunOptions{Data: f, DataOut: out}
+	if h.Type == ebpf.SchedCLS {
+		// Up to the end of hwtstamp, the last field a test run may set.
+		c := make([]byte, 192)
+		binary.NativeEndian.PutUint32(c[skbWireLen:], ctx.wireLen)
+		binary.NativeEndian.PutUint32(c[skbGSOSegs:], ctx.gsoSegs)
+		opts.Context = c
+	}
+	ret, err := p.Run(opts)
 	if err != nil {
 		t.Fatalf("run on %d-byte frame: %v", len(f), err)
 	}
-	if ret != xdpPass {
-		t.Fatalf("verdict %d, want XDP_PASS", ret)
+	if ret != uint32(h.Verdict) {
+		t.Fatalf("verdict %d, want %d", int32(ret), h.Verdict)
 	}
 	if !bytes.Equal(out[:len(f)], f) {
 		t.Fatalf("the program changed the frame")
@@ -80,8 +99,9 @@ func inOut(n int) maps.Stats { return in(n).Add(out(n)) }
 
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 
-// hooks are the XDP hooks the tests run against.
-var hooks = map[string]Hook{"multi-buffer": XDPMultiBuffer, "linear": XDPLinear}
+// hooks are the hooks the tests run against: every frame shape goes
+// through the XDP and the TC programs alike.
+var hooks = map[string]Hook{"multi-buffer": XDPMultiBuffer, "linear": XDPLinear, "tc": TCEgress, "tc-len": TCLen}
 
 // TestShapes sends one frame of every shape the spec names through the
 // program and checks the exact counters of every rule afterwards.
@@ -191,7 +211,7 @@ func TestShapes(t *testing.T) {
 					t.Skip("a frame longer than a page needs a multi-buffer program")
 				}
 				p, set := setup(t, h, tt.rules...)
-				run(t, p, tt.frame)
+				run(t, h, p, tt.frame)
 				got := counts(t, set)
 				want := map[string]maps.Stats{}
 				for r, f := range tt.want {
@@ -214,7 +234,8 @@ func patch(f []byte, i int, v byte) []byte {
 
 // TestTruncated cuts frames of every shape at every byte offset through
 // their Ethernet, VLAN and IP headers: each is passed and not counted.
-// (The kernel's test run takes no frame shorter than an Ethernet header;
+// (The kernel's test run takes no frame shorter than an Ethernet header,
+// and for TC no untagged IP frame shorter than its fixed IP header;
 // TestVeth sends the short ones for real.)
 func TestTruncated(t *testing.T) {
 	shapes := map[string]frame.Frame{
@@ -237,13 +258,16 @@ func TestTruncated(t *testing.T) {
 			}
 			end := 14 + 4*len(s.VLANs) + ipHeader
 			for n := 14; n < end; n++ {
-				run(t, p, full[:n])
+				if h.Type == ebpf.SchedCLS && len(s.VLANs) == 0 && n < 14+fixedHeader(s) {
+					continue // the kernel's skb test run refuses these
+				}
+				run(t, h, p, full[:n])
 				if got := counts(t, set); len(got) != 0 {
 					t.Fatalf("%s/%s cut to %d of %d header bytes: counted %v", hn, name, n, end, got)
 				}
 			}
 			// The whole header is enough, even without a transport header.
-			run(t, p, full[:end])
+			run(t, h, p, full[:end])
 			total := maps.SumCPUs(nil)
 			for _, c := range counts(t, set) {
 				total = total.Add(c)
@@ -259,6 +283,14 @@ func TestTruncated(t *testing.T) {
 	}
 }
 
+// fixedHeader is the length of the fixed IP header of a frame.
+func fixedHeader(f frame.Frame) int {
+	if f.Src.Is6() {
+		return 40
+	}
+	return 20
+}
+
 // TestMultiBuffer checks that a frame longer than a page counts in full
 // with the multi-buffer hook. On a kernel without it, the fallback counts
 // in full a frame as long as a single buffer takes.
@@ -270,7 +302,7 @@ func TestMultiBuffer(t *testing.T) {
 		payload = 3000
 	}
 	f := frame.Frame{Src: ip("10.0.0.1"), Dst: ip("192.0.2.1"), Payload: payload}.Bytes()
-	run(t, p, f)
+	run(t, h, p, f)
 	if got, want := counts(t, set)["10.0.0.0/8"], out(len(f)); got != want {
 		t.Fatalf("counted %v, want %v", got, want)
 	}
@@ -304,7 +336,7 @@ func TestMaskProperty(t *testing.T) {
 					}
 				}
 				f := frame.Frame{Src: src, Dst: dst}.Bytes()
-				run(t, p, f)
+				run(t, XDPMultiBuffer, p, f)
 				want := map[string]maps.Stats{}
 				for _, c := range []struct {
 					addr  netip.Addr
@@ -335,35 +367,33 @@ func longestMatch(a netip.Addr, rules ...netip.Prefix) netip.Prefix {
 	return best
 }
 
-// TestOtherHook emits the same parse-and-count body for a TC hook, whose
-// context (struct __sk_buff) keeps the packet pointers elsewhere and the
-// frame length in a field, and checks it counts like the XDP program.
-func TestOtherHook(t *testing.T) {
-	tc := Hook{
-		DataOff: 76, DataEndOff: 80, Verdict: 0, // TC_ACT_OK
-		Length: func() asm.Instructions { return asm.Instructions{asm.LoadMem(rLen, rCtx, 0, asm.Word)} },
-	}
-	_, set := setup(t, available(t, XDPMultiBuffer), "10.0.0.0/8", "2001:db8::/32")
-	spec := &ebpf.CollectionSpec{
-		Maps: maps.Spec(maps.DefaultMaxRules),
-		Programs: map[string]*ebpf.ProgramSpec{"tc": {
-			Type: ebpf.SchedCLS, License: "GPL", Instructions: Instructions(tc),
-		}},
-	}
-	p, err := set.LoadProgram(spec, "tc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	f4 := frame.Frame{Src: ip("10.0.0.1"), Dst: ip("192.0.2.1"), VLANs: []uint16{frame.Q8021}}.Bytes()
-	f6 := frame.Frame{Src: ip("fd00::1"), Dst: ip("2001:db8::1"), Payload: 100}.Bytes()
-	for _, f := range [][]byte{f4, f6} {
-		if ret, err := p.Run(&ebpf.RunOptions{Data: f}); err != nil || ret != 0 {
-			t.Fatalf("TC run: verdict %d, %v", ret, err)
-		}
-	}
-	want := map[string]maps.Stats{"10.0.0.0/8": out(len(f4)), "2001:db8::/32": in(len(f6))}
-	if got := counts(t, set); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("counted %v, want %v", got, want)
+// TestGSO runs the TC hooks on frames whose context says they are GSO
+// packets: the egress hook counts max(gso_segs, 1) packets of wire_len
+// bytes, the fallback one packet of the skb's length.
+func TestGSO(t *testing.T) {
+	f := frame.Frame{Src: ip("10.0.0.1"), Dst: ip("192.0.2.1"), Proto: frame.TCP, Payload: 2896}.Bytes()
+	n := uint64(len(f))
+	// Two segments: the second repeats the 54 bytes of headers.
+	gso := skb{wireLen: uint32(n + 54), gsoSegs: 2}
+	for _, tt := range []struct {
+		name string
+		h    Hook
+		ctx  skb
+		want maps.Counter
+	}{
+		{"tc/plain", TCEgress, skb{}, maps.Counter{Packets: 1, Bytes: n}},
+		{"tc/gso_segs 1", TCEgress, skb{gsoSegs: 1}, maps.Counter{Packets: 1, Bytes: n}},
+		{"tc/gso", TCEgress, gso, maps.Counter{Packets: 2, Bytes: n + 54}},
+		{"tc/gso 64 KiB", TCEgress, skb{wireLen: 65536, gsoSegs: 45}, maps.Counter{Packets: 45, Bytes: 65536}},
+		{"tc-len/gso", TCLen, gso, maps.Counter{Packets: 1, Bytes: n}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, set := setup(t, tt.h, "10.0.0.0/8", "192.0.2.0/24")
+			runSKB(t, tt.h, p, f, tt.ctx)
+			want := map[string]maps.Stats{"10.0.0.0/8": {Out: tt.want}, "192.0.2.0/24": {In: tt.want}}
+			if got := counts(t, set); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("counted %v, want %v", got, want)
+			}
+		})
 	}
 }

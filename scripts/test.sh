@@ -12,15 +12,19 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export PATH="$PATH:/usr/local/go/bin"
 
-# ip (iproute2) and nsenter (util-linux) drive the network namespaces;
-# strace kills commands at chosen system calls in the crash tests;
-# setpriv and unshare (util-linux) run the exporter unprivileged;
-# systemd-analyze (systemd) verifies its unit; man (man-db) and groff
-# (groff-base) render the man page; bash, zsh and fish run the completion
-# scripts.
+# ip and tc (iproute2) and nsenter (util-linux) drive the network
+# namespaces; strace kills commands at chosen system calls in the crash
+# tests; ethtool turns offloads on and off and ping crosses a veth pair in
+# the egress tests; setpriv and unshare (util-linux) run the exporter
+# unprivileged; systemd-analyze (systemd) verifies its unit; man (man-db)
+# and groff (groff-base) render the man page; bash, zsh and fish run the
+# completion scripts.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
+command -v tc >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v ethtool >/dev/null || missing+=(ethtool)
+command -v ping >/dev/null || missing+=(iputils-ping)
 command -v strace >/dev/null || missing+=(strace)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v systemd-analyze >/dev/null || missing+=(systemd)

@@ -140,7 +140,7 @@ func TestCompletion(t *testing.T) {
 
 	cases := []struct{ line, want string }{
 		{"traffic_meter lo", "traffic_meter load "},
-		{"traffic_meter load --d", "traffic_meter load --dev "},
+		{"traffic_meter load --de", "traffic_meter load --dev "},
 		{"traffic_meter load --dev " + p.Dev[0][:3], "traffic_meter load --dev " + p.Dev[0] + " "},
 		{"traffic_meter unload --dev " + p.Dev[0][:3], "traffic_meter unload --dev " + p.Dev[0] + " "},
 		{"traffic_meter stats --j", "traffic_meter stats --json "},
@@ -190,7 +190,7 @@ func TestCompletion(t *testing.T) {
 		}
 		for _, c := range []struct{ line, want string }{
 			{"traffic_meter lo", "load"},
-			{"traffic_meter load --d", "--dev"},
+			{"traffic_meter load --de", "--dev"},
 			{"traffic_meter load --dev " + p.Dev[0][:3], p.Dev[0]},
 			{"traffic_meter del --bpffs-pin " + dir + " --ip-address 10.", watchRule},
 			{"traffic_meter stats --bpffs-pin " + dir + " --ip-address 2001:db8:", "2001:db8::/64"},

@@ -66,7 +66,7 @@ func TestUnloadVanished(t *testing.T) {
 		t.Fatalf("ip link del: %v %s", err, out)
 	}
 	r := tm(t, p, dir, "unload", "--dev", p.Dev[0])
-	if r.code != 0 || r.stdout != "unloaded from "+p.Dev[0]+"\nthat was the last interface: removed the maps, their rules and counters, and "+dir+"\n" ||
+	if r.code != 0 || r.stdout != "unloaded from "+p.Dev[0]+" (ingress)\nthat was the last attachment: removed the maps, their rules and counters, and "+dir+"\n" ||
 		!strings.Contains(r.stderr, "notice: "+p.Dev[0]+" is gone: removed its attachment's pin") {
 		t.Errorf("unload of a deleted interface: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
 	}

@@ -51,6 +51,7 @@ func TestErrors(t *testing.T) {
 		{[]string{"unload", "--dev", "nosuchif0"}, `no interface "nosuchif0" in this network namespace`},
 		{[]string{"unload", "--dev", p.Dev[0], "--all"}, `--dev and --all together: give one of them`},
 		{[]string{"unload"}, `missing what to unload: give --dev IF, or --all`},
+		{[]string{"unload", "--all", "--direction", "egress"}, `--direction and --all together`},
 		{[]string{"load"}, `missing flags: --dev=IF: see 'traffic_meter --help'`},
 		{[]string{"frobnicate"}, `unexpected argument frobnicate`},
 		{[]string{"load", "--dev", "lo", "--mode", "turbo"}, `--mode must be one of "auto","native","generic" but got "turbo"`},

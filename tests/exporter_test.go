@@ -176,7 +176,7 @@ scrape_configs:
 	if got := promQuery(t, prom, "traffic_meter_rules", end); got["ipv4"] != 1 || got["ipv6"] != 0 {
 		t.Errorf("traffic_meter_rules: %v", got)
 	}
-	if got := promQuery(t, prom, "traffic_meter_interface_info", end); len(got) != 1 || got[p.Dev[0]] != 1 {
+	if got := promQuery(t, prom, "traffic_meter_interface_info", end); len(got) != 1 || got["ingress"+p.Dev[0]] != 1 {
 		t.Errorf("traffic_meter_interface_info: %v, want %s", got, p.Dev[0])
 	}
 	if got := promQuery(t, prom, `up{job="traffic_meter"}`, end); got[""] != 1 {

@@ -34,19 +34,19 @@ func TestTwoInterfaces(t *testing.T) {
 	checkStats(t, p1, dir, expect(rules, both))
 	checkStats(t, p2, dir, expect(rules, both))
 
-	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "unloaded from "+p1.Dev[0]+"\n" {
+	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "unloaded from "+p1.Dev[0]+" (ingress)\n" {
 		t.Errorf("unload printed %q", out)
 	}
 	send(t, p1, oneFrame) // not counted any more
 	send(t, p2, oneFrame)
 	three := append(append([]frame.Frame{}, both...), oneFrame...)
 	checkStats(t, p2, dir, expect(rules, three))
-	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "not loaded on "+p1.Dev[0]+" (loaded on: "+p2.Dev[0]+"): nothing to do\n" {
+	if out := ok(t, p1, dir, "unload", "--dev", p1.Dev[0]); out != "not loaded on "+p1.Dev[0]+" (loaded on: "+p2.Dev[0]+" (ingress)): nothing to do\n" {
 		t.Errorf("unload of an interface not loaded printed %q", out)
 	}
 
 	out := ok(t, p2, dir, "unload", "--dev", p2.Dev[0])
-	if !strings.Contains(out, "that was the last interface") {
+	if !strings.Contains(out, "that was the last attachment") {
 		t.Errorf("last unload printed %q", out)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {

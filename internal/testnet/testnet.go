@@ -7,6 +7,7 @@ package testnet
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -50,12 +51,49 @@ var seq atomic.Int32
 type Pair struct {
 	NS  [2]string
 	Dev [2]string
+	// IPv4 and IPv6 are the addresses of Dev[0] and Dev[1] in a pair made
+	// by NewAddressedPair; invalid otherwise.
+	IPv4, IPv6 [2]netip.Addr
+}
+
+// The addresses NewAddressedPair gives Dev[0] and Dev[1].
+var (
+	addrs4 = [2]netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")}
+	addrs6 = [2]netip.Addr{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")}
+	macs   = [2]string{"02:00:00:00:00:01", "02:00:00:00:00:02"}
+)
+
+// NewAddressedPair makes a pair whose ends have IPv4 and IPv6 addresses
+// (192.0.2.1 and 2001:db8::1 on Dev[0], .2 and ::2 on Dev[1]), so that
+// the namespaces' own stacks can talk, and removes it when the test ends.
+// Each end knows the other's MAC address (permanent neighbour entries) and
+// skips duplicate address detection, so that between the addresses only
+// what a test sends crosses: no ARP or neighbour discovery. (The kernel
+// still sends IPv6 link-local traffic, from fe80::/10 to ff02::/16.)
+func NewAddressedPair(t testing.TB) *Pair {
+	t.Helper()
+	p := newPair(t, false)
+	p.IPv4, p.IPv6 = addrs4, addrs6
+	for i := range 2 {
+		ns, dev := p.NS[i], p.Dev[i]
+		mustRun(t, "ip", "-n", ns, "addr", "add", p.IPv4[i].String()+"/24", "dev", dev)
+		mustRun(t, "ip", "-n", ns, "addr", "add", p.IPv6[i].String()+"/64", "dev", dev, "nodad")
+		mustRun(t, "ip", "-n", ns, "neigh", "replace", p.IPv4[1-i].String(), "lladdr", macs[1-i], "dev", dev, "nud", "permanent")
+		mustRun(t, "ip", "-n", ns, "neigh", "replace", p.IPv6[1-i].String(), "lladdr", macs[1-i], "dev", dev, "nud", "permanent")
+	}
+	return p
 }
 
 // NewPair makes a pair and removes it when the test ends. IPv6 is disabled
 // in both namespaces and no address is configured, so that the kernel
 // itself sends nothing across: what arrives is exactly what a test sends.
 func NewPair(t testing.TB) *Pair {
+	t.Helper()
+	return newPair(t, true)
+}
+
+// newPair makes a pair without addresses, with IPv6 disabled if noIPv6.
+func newPair(t testing.TB, noIPv6 bool) *Pair {
 	t.Helper()
 	RequireRoot(t)
 	n := seq.Add(1)
@@ -72,11 +110,15 @@ func NewPair(t testing.TB) *Pair {
 	for _, ns := range p.NS {
 		mustRun(t, "ip", "netns", "add", ns)
 		mustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		if !noIPv6 {
+			continue
+		}
 		for _, key := range []string{"all", "default"} {
 			p.mustExec(t, ns, "sysctl", "-qw", "net.ipv6.conf."+key+".disable_ipv6=1")
 		}
 	}
-	mustRun(t, "ip", "-n", p.NS[0], "link", "add", p.Dev[0], "type", "veth", "peer", "name", p.Dev[1], "netns", p.NS[1])
+	mustRun(t, "ip", "-n", p.NS[0], "link", "add", p.Dev[0], "address", macs[0], "type", "veth",
+		"peer", "name", p.Dev[1], "address", macs[1], "netns", p.NS[1])
 	for i := range 2 {
 		mustRun(t, "ip", "-n", p.NS[i], "link", "set", p.Dev[i], "up")
 	}
