@@ -197,7 +197,7 @@ type unprivileged interface{ unprivileged() }
 var errNeedsRoot = errors.New("traffic_meter needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")
 
 // errRefused explains a permission error as root.
-var errRefused = errors.New("the kernel refused it to root: check for a container without CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN, kernel lockdown, or a security module (SELinux, AppArmor)")
+var errRefused = errors.New("the kernel refused it to root: check for a container without CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_SYS_RESOURCE, kernel lockdown, or a security module (SELinux, AppArmor)")
 
 // notLoaded explains that there are no maps in the pin directory. The error
 // wraps maps.ErrNotLoaded.

@@ -35,7 +35,7 @@ func TestProbe(t *testing.T) {
 	}
 	t.Logf("kernel %s: %+v", f.Release, f)
 	missing := 0
-	for _, have := range []bool{f.MultiBuffer, f.XDPLink, f.TCX, f.HashBatch, f.LPMBatch, !f.MemlockCharged} {
+	for _, have := range []bool{f.MultiBuffer, f.XDPLink, f.TCX, f.HashBatch, f.LPMBatch, f.WireLen && f.GSOSegs, !f.MemlockCharged} {
 		if !have {
 			missing++
 		}
