@@ -26,7 +26,7 @@ func ReadJSON(r io.Reader, warn func(index int, reason error)) ([]netip.Prefix, 
 		return nil, jsonError(dec, err)
 	}
 	if tok != json.Delim('[') {
-		return nil, fmt.Errorf("the JSON root is %s, not an array: write the rules as a JSON array of strings, such as [\"10.0.0.0/24\", \"2001:db8::1\"]", kind(tok))
+		return nil, fmt.Errorf("the JSON root is %s, not an array: write the rules as a JSON array of strings, such as [\"10.0.0.0/24\", \"2001:db8::1\"]", TokenKind(tok))
 	}
 	var rules []netip.Prefix
 	for i := 0; dec.More(); i++ {
@@ -39,7 +39,7 @@ func ReadJSON(r io.Reader, warn func(index int, reason error)) ([]netip.Prefix, 
 			if err := skip(dec, tok); err != nil {
 				return nil, jsonError(dec, err)
 			}
-			warn(i, fmt.Errorf("%s, not a string: write each rule as a string, such as \"10.0.0.0/24\"", kind(tok)))
+			warn(i, fmt.Errorf("%s, not a string: write each rule as a string, such as \"10.0.0.0/24\"", TokenKind(tok)))
 			continue
 		}
 		p, err := Parse(s)
@@ -82,8 +82,9 @@ func skip(dec *json.Decoder, tok json.Token) error {
 	}
 }
 
-// kind names the JSON value that begins with tok.
-func kind(tok json.Token) string {
+// TokenKind names, for people, the JSON value that begins with tok: "an
+// object", "a number (5)", "null"...
+func TokenKind(tok json.Token) string {
 	switch v := tok.(type) {
 	case json.Delim:
 		if v == '{' {
@@ -92,7 +93,7 @@ func kind(tok json.Token) string {
 		return "an array"
 	case bool:
 		return fmt.Sprintf("a boolean (%v)", v)
-	case json.Number:
+	case json.Number, float64:
 		return fmt.Sprintf("a number (%v)", v)
 	case nil:
 		return "null"
@@ -101,14 +102,20 @@ func kind(tok json.Token) string {
 	}
 }
 
-// jsonError describes a JSON syntax error with its place in the input.
-func jsonError(dec *json.Decoder, err error) error {
+// JSONError describes a JSON syntax error with its place in the input; a
+// file that ends too early gets the error ends.
+func JSONError(dec *json.Decoder, err error, ends string) error {
 	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-		return errors.New("invalid JSON: the file ends before the array does: fix the file")
+		return errors.New(ends)
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		return fmt.Errorf("invalid JSON at byte %d: %v: fix the file", se.Offset, se)
 	}
 	return fmt.Errorf("invalid JSON at byte %d: %v: fix the file", dec.InputOffset(), err)
+}
+
+// jsonError is JSONError for a rules file.
+func jsonError(dec *json.Decoder, err error) error {
+	return JSONError(dec, err, "invalid JSON: the file ends before the array does: fix the file")
 }

@@ -93,7 +93,7 @@ func Read(r io.Reader, warn func(index int, reason error)) (File, error) {
 		return File{}, jsonError(dec, err)
 	}
 	if tok != json.Delim('{') {
-		return File{}, fmt.Errorf("the JSON root is %s, not an object: %s", kind(tok), formatFix)
+		return File{}, fmt.Errorf("the JSON root is %s, not an object: %s", rule.TokenKind(tok), formatFix)
 	}
 	var f File
 	var version, rules bool
@@ -180,7 +180,7 @@ func readRules(dec *json.Decoder, warn func(int, error)) ([]maps.RuleStats, erro
 		return nil, jsonError(dec, err)
 	}
 	if tok != json.Delim('[') {
-		return nil, fmt.Errorf(`"rules" is %s, not an array: %s`, kind(tok), formatFix)
+		return nil, fmt.Errorf(`"rules" is %s, not an array: %s`, rule.TokenKind(tok), formatFix)
 	}
 	var rules []maps.RuleStats
 	first := make(map[netip.Prefix]int)
@@ -325,33 +325,7 @@ func describe(raw []byte) string {
 	return b.String()
 }
 
-// kind names the JSON value that begins with tok.
-func kind(tok json.Token) string {
-	switch v := tok.(type) {
-	case json.Delim:
-		if v == '{' {
-			return "an object"
-		}
-		return "an array"
-	case bool:
-		return fmt.Sprintf("a boolean (%v)", v)
-	case float64:
-		return fmt.Sprintf("a number (%v)", v)
-	case nil:
-		return "null"
-	default:
-		return fmt.Sprintf("a string (%q)", v)
-	}
-}
-
-// jsonError describes a JSON syntax error with its place in the input.
+// jsonError is rule.JSONError for a saved-counters file.
 func jsonError(dec *json.Decoder, err error) error {
-	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-		return errors.New("invalid JSON: the file ends too early (was it truncated?): save the counters again, or fix the file")
-	}
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Errorf("invalid JSON at byte %d: %v: fix the file", se.Offset, se)
-	}
-	return fmt.Errorf("invalid JSON at byte %d: %v: fix the file", dec.InputOffset(), err)
+	return rule.JSONError(dec, err, "invalid JSON: the file ends too early (was it truncated?): save the counters again, or fix the file")
 }
