@@ -71,6 +71,11 @@ func Run(ctx context.Context, w io.Writer, c Config) error {
 		if err := draw(w, b.Bytes(), c.Terminal); err != nil {
 			return err
 		}
+		// A select with both cases ready picks one at random: look at ctx
+		// first, so that a cancelled Run never draws one more block.
+		if ctx.Err() != nil {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil
