@@ -49,9 +49,11 @@ func (l *Lock) mark(name string) error {
 
 // Interrupted reports the marks that a killed change left: changing, if a
 // change did not end, and removing, if it was removing the set.
-func (l *Lock) Interrupted() (changing, removing bool) {
+func (l *Lock) Interrupted() (changing, removing bool) { return interrupted(l.dir) }
+
+func interrupted(dir string) (changing, removing bool) {
 	exists := func(m string) bool {
-		_, err := os.Stat(filepath.Join(l.dir, m))
+		_, err := os.Stat(filepath.Join(dir, m))
 		return err == nil
 	}
 	return exists(changingMark) || exists(removingMark), exists(removingMark)

@@ -148,3 +148,84 @@ func TestMarksAndRepair(t *testing.T) {
 		t.Fatalf("Open of three maps: %v, want ErrNotLoaded", err)
 	}
 }
+
+// TestEachStats checks that EachStats gives every rule's stats, and only
+// the rules', whether it reads the stats tables alone (no mark) or the
+// tries and each rule's entry (a killed change's mark, with the stats
+// entries without a rule such a change leaves).
+func TestEachStats(t *testing.T) {
+	dir := pinDir(t)
+	s := create(t, dir, 100)
+	l, _, err := LockDir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	perCPU := make([]Stats, ebpf.MustPossibleCPU())
+	put := func(r string, st Stats) {
+		t.Helper()
+		p := netip.MustParsePrefix(r)
+		perCPU[len(perCPU)-1] = st
+		var err error
+		if p.Addr().Is4() {
+			err = s.StatsV4.Put(Key4Of(p), perCPU)
+		} else {
+			err = s.StatsV6.Put(Key6Of(p), perCPU)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[Rule]Stats{
+		netip.MustParsePrefix("10.0.0.0/24"):   {In: Counter{3, 300}, Out: Counter{1, 60}},
+		netip.MustParsePrefix("192.0.2.7/32"):  {},
+		netip.MustParsePrefix("2001:db8::/32"): {Out: Counter{7, 7000}},
+	}
+	for r, st := range want {
+		if _, err := s.Add(r); err != nil {
+			t.Fatal(err)
+		}
+		put(r.String(), st)
+	}
+	each := func() map[Rule]Stats {
+		t.Helper()
+		got := map[Rule]Stats{}
+		if err := s.EachStats(func(rs RuleStats) {
+			if _, dup := got[rs.Rule]; dup {
+				t.Errorf("%s seen twice", rs.Rule)
+			}
+			got[rs.Rule] = rs.Stats
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	check := func(how string) {
+		t.Helper()
+		got := each()
+		if len(got) != len(want) {
+			t.Errorf("%s: got %v, want %v", how, got, want)
+		}
+		for r, st := range want {
+			if got[r] != st {
+				t.Errorf("%s: %s has %+v, want %+v", how, r, got[r], st)
+			}
+		}
+	}
+	check("the stats tables alone")
+
+	// A change killed between a stats entry and its rule.
+	if err := l.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	put("10.9.0.0/16", Stats{In: Counter{5, 500}})
+	put("2001:db8:9::/48", Stats{In: Counter{5, 500}})
+	check("the tries, with a mark")
+	if err := l.End(); err != nil {
+		t.Fatal(err)
+	}
+	// What a mark guards against: without it, the tables are read alone.
+	if got := each(); len(got) != len(want)+2 {
+		t.Errorf("without the mark, the stats tables alone: got %d rules, want %d", len(got), len(want)+2)
+	}
+}

@@ -214,11 +214,9 @@ func (f family[K]) all() ([]RuleStats, error) {
 		return nil, err
 	}
 	var stats []RuleStats
-	err = readBatches(f.stats, ebpf.MustPossibleCPU(), func(k K, perCPU []Stats) {
-		stats = append(stats, RuleStats{k.Rule(), SumCPUs(perCPU)})
-	})
+	err = f.eachEntry(func(k K, st Stats) { stats = append(stats, RuleStats{k.Rule(), st}) })
 	if err != nil {
-		return nil, fmt.Errorf("read stats: %w", err)
+		return nil, err
 	}
 	sortRules(stats, func(rs RuleStats) Rule { return rs.Rule })
 	out := make([]RuleStats, len(rules))
@@ -236,17 +234,27 @@ func (f family[K]) all() ([]RuleStats, error) {
 }
 
 // EachStats calls fn with every rule's stats summed over CPUs, IPv4 then
-// IPv6, in the tries' own order: as Stats, without collecting or sorting,
+// IPv6, in the maps' own order: as Stats, without collecting or sorting,
 // so that a reader of every rule such as the Prometheus exporter needs
-// memory for one batch of rules only.
+// memory for one batch of rules only. The caller holds the pin
+// directory's lock, shared or exclusive.
 //
 // The rules are the tries' (the truth of which rules exist): a stats
 // entry without a rule, left by a change that was killed, is never seen.
+// Such entries exist only while the killed change's mark does (the next
+// change repairs them, then removes it): without a mark the stats tables
+// hold exactly the rules' entries, and EachStats reads them alone, in
+// batches. With one, or for a set that is not pinned, it reads the tries
+// in batches and looks up each rule's stats entry: a system call a rule.
 func (s *Set) EachStats(fn func(RuleStats)) error {
-	if err := s.v4().eachStats(func(k Key4, st Stats) { fn(RuleStats{k.Rule(), st}) }); err != nil {
+	read4, read6 := s.v4().eachStats, s.v6().eachStats
+	if changing, _ := interrupted(s.Dir); s.Dir != "" && !changing {
+		read4, read6 = s.v4().eachEntry, s.v6().eachEntry
+	}
+	if err := read4(func(k Key4, st Stats) { fn(RuleStats{k.Rule(), st}) }); err != nil {
 		return err
 	}
-	return s.v6().eachStats(func(k Key6, st Stats) { fn(RuleStats{k.Rule(), st}) })
+	return read6(func(k Key6, st Stats) { fn(RuleStats{k.Rule(), st}) })
 }
 
 // eachStats calls fn with every rule of the trie and its stats, per-CPU
@@ -271,6 +279,16 @@ func (f family[K]) eachStats(fn func(K, Stats)) error {
 		}
 	})
 	return cmp.Or(failed, err)
+}
+
+// eachEntry calls fn with every entry of the stats table, per-CPU values
+// summed, read in batches: the rules' stats when no change was killed.
+func (f family[K]) eachEntry(fn func(K, Stats)) error {
+	err := readBatches(f.stats, ebpf.MustPossibleCPU(), func(k K, perCPU []Stats) { fn(k, SumCPUs(perCPU)) })
+	if err != nil {
+		return fmt.Errorf("read stats: %w", err)
+	}
+	return nil
 }
 
 // readBatches calls fn with every key of m and its values (per of them: one,

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -270,12 +271,20 @@ func TestWatchTerminal(t *testing.T) {
 	}
 	defer tty.Close()
 	defer cmd.Process.Kill()
-	var out strings.Builder
+	var out lockedBuffer
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
 		io.Copy(&out, tty) // ends with EIO once the program exits
 	}()
+	// The traffic starts after the first block, however long a loaded
+	// machine takes to start the program, so that blocks 2 to 4 measure
+	// intervals wholly inside it.
+	for start := time.Now(); !strings.Contains(out.String(), "\x1b[H"); time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("no block from --watch within 10 s: %q", out.String())
+		}
+	}
 
 	stop := make(chan struct{})
 	sent := traffic(t, p, stop)
@@ -309,7 +318,8 @@ func TestWatchTerminal(t *testing.T) {
 	if len(draws) < 6 {
 		t.Fatalf("%d redraws in 3 s at 500 ms, want at least 6: %q", len(draws), s)
 	}
-	// Draws 2 to 4 measure intervals wholly inside the 3 s of traffic.
+	// Draws 2 to 4 measure intervals wholly inside the 3 s of traffic,
+	// which started within 10 ms of draw 0.
 	for _, d := range draws[2:5] {
 		d, _, _ = strings.Cut(d, "\x1b[J")
 		d = strings.NewReplacer("\x1b[K", "", "\r", "").Replace(d)
@@ -318,4 +328,22 @@ func TestWatchTerminal(t *testing.T) {
 	if strings.Contains(s, "goroutine ") {
 		t.Errorf("stack trace: %s", s)
 	}
+}
+
+// lockedBuffer is a buffer that one goroutine writes while another reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
