@@ -81,13 +81,8 @@ func TestSharedLock(t *testing.T) {
 // TestMarksAndRepair checks the marks of a change and the repair of stats
 // entries left without a rule.
 func TestMarksAndRepair(t *testing.T) {
-	dir := pinDir(t)
-	s := create(t, dir, 100)
-	l, _, err := LockDir(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Unlock()
+	s, l := lockedSet(t)
+	dir := s.Dir
 	if c, r := l.Interrupted(); c || r {
 		t.Fatalf("a new set is marked: changing %v, removing %v", c, r)
 	}
@@ -154,28 +149,7 @@ func TestMarksAndRepair(t *testing.T) {
 // tries and each rule's entry (a killed change's mark, with the stats
 // entries without a rule such a change leaves).
 func TestEachStats(t *testing.T) {
-	dir := pinDir(t)
-	s := create(t, dir, 100)
-	l, _, err := LockDir(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Unlock()
-	perCPU := make([]Stats, ebpf.MustPossibleCPU())
-	put := func(r string, st Stats) {
-		t.Helper()
-		p := netip.MustParsePrefix(r)
-		perCPU[len(perCPU)-1] = st
-		var err error
-		if p.Addr().Is4() {
-			err = s.StatsV4.Put(Key4Of(p), perCPU)
-		} else {
-			err = s.StatsV6.Put(Key6Of(p), perCPU)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, l := lockedSet(t)
 	want := map[Rule]Stats{
 		netip.MustParsePrefix("10.0.0.0/24"):   {In: Counter{3, 300}, Out: Counter{1, 60}},
 		netip.MustParsePrefix("192.0.2.7/32"):  {},
@@ -185,7 +159,7 @@ func TestEachStats(t *testing.T) {
 		if _, err := s.Add(r); err != nil {
 			t.Fatal(err)
 		}
-		put(r.String(), st)
+		putStats(t, s, r, st)
 	}
 	each := func() map[Rule]Stats {
 		t.Helper()
@@ -218,8 +192,8 @@ func TestEachStats(t *testing.T) {
 	if err := l.Begin(); err != nil {
 		t.Fatal(err)
 	}
-	put("10.9.0.0/16", Stats{In: Counter{5, 500}})
-	put("2001:db8:9::/48", Stats{In: Counter{5, 500}})
+	putStats(t, s, netip.MustParsePrefix("10.9.0.0/16"), Stats{In: Counter{5, 500}})
+	putStats(t, s, netip.MustParsePrefix("2001:db8:9::/48"), Stats{In: Counter{5, 500}})
 	check("the tries, with a mark")
 	if err := l.End(); err != nil {
 		t.Fatal(err)
@@ -228,4 +202,17 @@ func TestEachStats(t *testing.T) {
 	if got := each(); len(got) != len(want)+2 {
 		t.Errorf("without the mark, the stats tables alone: got %d rules, want %d", len(got), len(want)+2)
 	}
+}
+
+// lockedSet creates a set of 100 rules in a new pin directory and takes
+// the directory's lock, as a change does.
+func lockedSet(t *testing.T) (*Set, *Lock) {
+	t.Helper()
+	s := create(t, pinDir(t), 100)
+	l, _, err := LockDir(s.Dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Unlock)
+	return s, l
 }
