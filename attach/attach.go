@@ -215,7 +215,27 @@ func (a *Attachment) pinName() string {
 	if a.Netlink {
 		kind = "prog"
 	}
-	return fmt.Sprintf("%s_%s_%d_%d_%s", kind, a.Mode, a.netns, a.Ifindex, strings.ReplaceAll(a.Ifname, ".", ":"))
+	return fmt.Sprintf("%s_%s_%s", kind, a.Mode, a.pinTail())
+}
+
+// pinTail is the end of every pin's name: where the interface is.
+func (a *Attachment) pinTail() string {
+	return fmt.Sprintf("%d_%d_%s", a.netns, a.Ifindex, strings.ReplaceAll(a.Ifname, ".", ":"))
+}
+
+// parsePinTail reads the end of a pin's name (see pinTail) into a.
+func (a *Attachment) parsePinTail(tail string) bool {
+	f := strings.SplitN(tail, "_", 3)
+	if len(f) != 3 {
+		return false
+	}
+	ns, err1 := strconv.ParseUint(f[0], 10, 64)
+	ifindex, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	a.netns, a.Ifindex, a.Ifname = ns, ifindex, strings.ReplaceAll(f[2], ":", ".")
+	return true
 }
 
 // parsePin reads an attachment back from its pin's name.
@@ -223,17 +243,12 @@ func parsePin(name string) (*Attachment, bool) {
 	if a, ok := parseTCPin(name); ok {
 		return a, true
 	}
-	f := strings.SplitN(name, "_", 5)
-	if len(f) != 5 || (f[0] != "link" && f[0] != "prog") || (f[1] != string(Native) && f[1] != string(Generic)) {
+	f := strings.SplitN(name, "_", 3)
+	if len(f) != 3 || (f[0] != "link" && f[0] != "prog") || (f[1] != string(Native) && f[1] != string(Generic)) {
 		return nil, false
 	}
-	ns, err1 := strconv.ParseUint(f[2], 10, 64)
-	ifindex, err2 := strconv.Atoi(f[3])
-	if err1 != nil || err2 != nil {
-		return nil, false
-	}
-	return &Attachment{Ifname: strings.ReplaceAll(f[4], ":", "."), Ifindex: ifindex, Mode: Mode(f[1]),
-		Netlink: f[0] == "prog", Direction: Ingress, netns: ns}, true
+	a := &Attachment{Mode: Mode(f[1]), Netlink: f[0] == "prog", Direction: Ingress}
+	return a, a.parsePinTail(f[2])
 }
 
 func (a *Attachment) attachLink(dir string, prog *ebpf.Program) error {
@@ -245,6 +260,13 @@ func (a *Attachment) attachLink(dir string, prog *ebpf.Program) error {
 	if err != nil {
 		return err
 	}
+	return a.pinLink(dir, l)
+}
+
+// pinLink pins the new link l of a and closes it. A link that is not
+// pinned goes away with the command, so a kill before the pin leaves
+// nothing attached.
+func (a *Attachment) pinLink(dir string, l link.Link) error {
 	defer l.Close()
 	a.pin = filepath.Join(LinksDir(dir), a.pinName())
 	if err := l.Pin(a.pin); err != nil {
@@ -252,6 +274,7 @@ func (a *Attachment) attachLink(dir string, prog *ebpf.Program) error {
 	}
 	info, err := l.Info()
 	if err != nil {
+		l.Unpin()
 		return err
 	}
 	a.ProgID = info.Program
@@ -309,18 +332,63 @@ func Detach(a *Attachment) error {
 		if err != nil {
 			return err
 		}
-	} else if l, err := link.LoadPinnedLink(a.pin, nil); err == nil {
-		// Removing the pin would destroy the link, and detach it, only
-		// later, from a kernel work queue: detach it now.
-		err := l.Detach()
-		l.Close()
-		if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("detach from %s: %w", a.Ifname, err)
-		}
+	} else if err := a.detachLink(); err != nil {
+		return fmt.Errorf("detach from %s: %w", a.Ifname, err)
 	}
+	return a.unpin()
+}
+
+// detachLink detaches the pinned link of a, if it is still pinned.
+// Removing the pin would destroy the link, and detach it, only later, from
+// a kernel work queue: detach it now.
+func (a *Attachment) detachLink() error {
+	l, err := link.LoadPinnedLink(a.pin, nil)
+	if err != nil {
+		return nil
+	}
+	defer l.Close()
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// unpin removes the pin of a, if it is still there.
+func (a *Attachment) unpin() error {
 	if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", a.pin, err)
 	}
+	return nil
+}
+
+// linkInfo opens the pinned link of a, fills in a's program ID and returns
+// the link's information.
+func (a *Attachment) linkInfo() (*link.Info, error) {
+	l, err := link.LoadPinnedLink(a.pin, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", a.pin, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return nil, err
+	}
+	a.ProgID = info.Program
+	return info, nil
+}
+
+// readProgID opens the pinned program of a and fills in a's program ID.
+func (a *Attachment) readProgID() error {
+	p, err := ebpf.LoadPinnedProgram(a.pin, nil)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", a.pin, err)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return err
+	}
+	a.ProgID, _ = info.ID()
 	return nil
 }
 
@@ -342,8 +410,8 @@ func Prune(dir string) ([]Attachment, error) {
 	}
 	for _, a := range stale {
 		a.tidyClsact(dir)
-		if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale %s: %w", a.pin, err)
+		if err := a.unpin(); err != nil {
+			return nil, err
 		}
 	}
 	return stale, nil
@@ -387,27 +455,14 @@ func (a *Attachment) check() (live bool, err error) {
 		return a.checkTC()
 	}
 	if a.Netlink {
-		p, err := ebpf.LoadPinnedProgram(a.pin, nil)
-		if err != nil {
-			return false, fmt.Errorf("open %s: %w", a.pin, err)
-		}
-		defer p.Close()
-		info, err := p.Info()
-		if err != nil {
+		if err := a.readProgID(); err != nil {
 			return false, err
 		}
-		a.ProgID, _ = info.ID()
 	} else {
-		l, err := link.LoadPinnedLink(a.pin, nil)
-		if err != nil {
-			return false, fmt.Errorf("open %s: %w", a.pin, err)
-		}
-		defer l.Close()
-		info, err := l.Info()
+		info, err := a.linkInfo()
 		if err != nil {
 			return false, err
 		}
-		a.ProgID = info.Program
 		if x := info.XDP(); x == nil || x.Ifindex == 0 {
 			return false, nil // the interface was deleted, or the link detached
 		}

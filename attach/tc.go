@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -53,27 +52,16 @@ var tcPinPrefix = map[TCPath]string{TCX: "tcx_egress_", Clsact: "tc_egress_"}
 //
 //	<tcx|tc>_egress_<netns inode>_<ifindex>_<ifname>
 func (a *Attachment) tcPinName() string {
-	return fmt.Sprintf("%s%d_%d_%s", tcPinPrefix[a.TC], a.netns, a.Ifindex, strings.ReplaceAll(a.Ifname, ".", ":"))
+	return tcPinPrefix[a.TC] + a.pinTail()
 }
 
 // parseTCPin reads an egress attachment back from its pin's name.
 func parseTCPin(name string) (*Attachment, bool) {
 	for path, prefix := range tcPinPrefix {
-		rest, ok := strings.CutPrefix(name, prefix)
-		if !ok {
-			continue
+		if tail, ok := strings.CutPrefix(name, prefix); ok {
+			a := &Attachment{Direction: Egress, TC: path, Netlink: path == Clsact}
+			return a, a.parsePinTail(tail)
 		}
-		f := strings.SplitN(rest, "_", 3)
-		if len(f) != 3 {
-			return nil, false
-		}
-		ns, err1 := strconv.ParseUint(f[0], 10, 64)
-		ifindex, err2 := strconv.Atoi(f[1])
-		if err1 != nil || err2 != nil {
-			return nil, false
-		}
-		return &Attachment{Ifname: strings.ReplaceAll(f[2], ":", "."), Ifindex: ifindex, Direction: Egress,
-			TC: path, Netlink: path == Clsact, netns: ns}, true
 	}
 	return nil, false
 }
@@ -118,25 +106,13 @@ func AttachEgress(dir string, ifc *Interface, prog *ebpf.Program, o Options) (*A
 }
 
 // attachTCX attaches with a TCX link, last of the interface's egress
-// programs, then pins the link. A link that is not pinned goes away with
-// the command, so a kill before the pin leaves nothing attached.
+// programs, then pins the link.
 func (a *Attachment) attachTCX(dir string, prog *ebpf.Program) error {
 	l, err := link.AttachTCX(link.TCXOptions{Program: prog, Interface: a.Ifindex, Attach: ebpf.AttachTCXEgress})
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	a.pin = filepath.Join(LinksDir(dir), a.tcPinName())
-	if err := l.Pin(a.pin); err != nil {
-		return fmt.Errorf("pin the link: %w", err)
-	}
-	info, err := l.Info()
-	if err != nil {
-		l.Unpin()
-		return err
-	}
-	a.ProgID = info.Program
-	return nil
+	return a.pinLink(dir, l)
 }
 
 // attachClsact pins the program, creates the clsact qdisc if the interface
@@ -254,12 +230,8 @@ func (a *Attachment) tidyClsact(dir string) {
 // of an attachment that is gone, which Prune removes.
 func detachTC(a *Attachment) error {
 	if a.TC == TCX {
-		if l, err := link.LoadPinnedLink(a.pin, nil); err == nil {
-			err := l.Detach()
-			l.Close()
-			if err != nil {
-				return fmt.Errorf("detach from the egress of %s: %w", a.Ifname, err)
-			}
+		if err := a.detachLink(); err != nil {
+			return fmt.Errorf("detach from the egress of %s: %w", a.Ifname, err)
 		}
 	} else {
 		_, err := inNetns(a.netns, func() error {
@@ -283,25 +255,16 @@ func detachTC(a *Attachment) error {
 		}
 		a.tidyClsact(filepath.Dir(filepath.Dir(a.pin)))
 	}
-	if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", a.pin, err)
-	}
-	return nil
+	return a.unpin()
 }
 
 // checkTC is check for an egress attachment.
 func (a *Attachment) checkTC() (live bool, err error) {
 	if a.TC == TCX {
-		l, err := link.LoadPinnedLink(a.pin, nil)
-		if err != nil {
-			return false, fmt.Errorf("open %s: %w", a.pin, err)
-		}
-		defer l.Close()
-		info, err := l.Info()
+		info, err := a.linkInfo()
 		if err != nil {
 			return false, err
 		}
-		a.ProgID = info.Program
 		if x := info.TCX(); x == nil || x.Ifindex == 0 {
 			return false, nil // the interface was deleted, or the link detached
 		}
@@ -313,16 +276,9 @@ func (a *Attachment) checkTC() (live bool, err error) {
 		})
 		return true, nil
 	}
-	p, err := ebpf.LoadPinnedProgram(a.pin, nil)
-	if err != nil {
-		return false, fmt.Errorf("open %s: %w", a.pin, err)
-	}
-	defer p.Close()
-	info, err := p.Info()
-	if err != nil {
+	if err := a.readProgID(); err != nil {
 		return false, err
 	}
-	a.ProgID, _ = info.ID()
 	found, err := inNetns(a.netns, func() error {
 		fs, err := ourFilters(a.Ifindex, a.ProgID)
 		var nf netlink.LinkNotFoundError

@@ -8,6 +8,7 @@ import (
 
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/rule"
+	"github.com/traffic-meter/traffic_meter/savefile"
 	"github.com/traffic-meter/traffic_meter/table"
 	"github.com/traffic-meter/traffic_meter/units"
 )
@@ -79,39 +80,10 @@ func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
 //	{"rules":[{"rule":"10.0.0.0/24","packets":3,"bytes":294,
 //	  "in":{"packets":2,"bytes":196},"out":{"packets":1,"bytes":98}}, ...]}
 //
-// with one rule per line.
+// with one rule per line: the items of a saved-counters file, with the
+// rules' totals.
 func writeStatsJSON(w io.Writer, rows []maps.RuleStats) error {
-	b := []byte(`{"rules":[`)
-	for i, r := range rows {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, "\n"+`{"rule":"`...)
-		b = r.Rule.AppendTo(b)
-		b = append(b, '"', ',')
-		b = appendCounter(b, r.Stats.Total())
-		b = append(b, `,"in":{`...)
-		b = appendCounter(b, r.Stats.In)
-		b = append(b, `},"out":{`...)
-		b = appendCounter(b, r.Stats.Out)
-		b = append(b, "}}"...)
-		if len(b) > 1<<16 {
-			if _, err := w.Write(b); err != nil {
-				return err
-			}
-			b = b[:0]
-		}
-	}
-	b = append(b, "\n]}\n"...)
-	_, err := w.Write(b)
-	return err
-}
-
-func appendCounter(b []byte, c maps.Counter) []byte {
-	b = append(b, `"packets":`...)
-	b = strconv.AppendUint(b, c.Packets, 10)
-	b = append(b, `,"bytes":`...)
-	return strconv.AppendUint(b, c.Bytes, 10)
+	return savefile.WriteRules(w, []byte(`{"rules":[`), rows, true)
 }
 
 func count(n uint64) string { return strconv.FormatUint(n, 10) }

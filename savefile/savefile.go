@@ -42,14 +42,35 @@ type File struct {
 // Write writes the rules and their counters to w, with savedAt as the time
 // they were read.
 func Write(w io.Writer, savedAt time.Time, rules []maps.RuleStats) error {
-	b := fmt.Appendf(nil, `{"version":%d,"saved_at":"%s","rules":[`, Version, savedAt.UTC().Format(time.RFC3339))
+	head := fmt.Appendf(nil, `{"version":%d,"saved_at":"%s","rules":[`, Version, savedAt.UTC().Format(time.RFC3339))
+	return WriteRules(w, head, rules, false)
+}
+
+// WriteRules writes head, then the rules as the items of a JSON array, one
+// a line:
+//
+//	{"rule":"10.0.0.0/24","in":{"packets":2,"bytes":196},"out":{"packets":1,"bytes":98}}
+//
+// with, when totals is set, the rule's total packets and bytes (in + out)
+// after "rule", then "]}" and a newline. head opens an object and its
+// array, as Write's does. It writes as it goes, in pieces of about 64 KB.
+func WriteRules(w io.Writer, head []byte, rules []maps.RuleStats, totals bool) error {
+	b := head
 	for i, r := range rules {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, "\n"+`{"rule":"`...)
 		b = r.Rule.AppendTo(b)
-		b = append(b, `","in":`...)
+		b = append(b, '"')
+		if totals {
+			t := r.Stats.Total()
+			b = append(b, `,"packets":`...)
+			b = strconv.AppendUint(b, t.Packets, 10)
+			b = append(b, `,"bytes":`...)
+			b = strconv.AppendUint(b, t.Bytes, 10)
+		}
+		b = append(b, `,"in":`...)
 		b = appendCounter(b, r.Stats.In)
 		b = append(b, `,"out":`...)
 		b = appendCounter(b, r.Stats.Out)

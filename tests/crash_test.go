@@ -43,8 +43,12 @@ import (
 // crashSeed seeds the sampling of kill points: change it to explore others.
 const crashSeed = 20261122
 
-// crashRules is how many rules the killed import adds.
-const crashRules = 200_000
+// crashRules is how many rules the killed import adds, and crashSaved
+// how many the killed restore restores (see writeSaved).
+const (
+	crashRules = 200_000
+	crashSaved = 20_000
+)
 
 // Rules of the state a killed command starts from, apart from the rules
 // the import adds (10.0.0.0/8 hosts and 2001:db8:0-3:x::/64 networks,
@@ -56,11 +60,12 @@ var (
 
 // crashEnv is what a killed command runs in: a pair whose Dev[0] is loaded,
 // a second pair for unload --all's attachment in another namespace, a pin
-// directory and the import file.
+// directory, the import file and the saved-counters file.
 type crashEnv struct {
 	p, p2 *testnet.Pair
 	dir   string
 	file  string
+	saved string
 }
 
 // crashCase is a command to kill, with the state it starts from.
@@ -72,6 +77,9 @@ type crashCase struct {
 	// host runs the command in the test's own network namespace rather
 	// than in the pair's.
 	host bool
+	// verify, when set, checks the counters the rules shown have: after
+	// the kill, after the repair, and (whole) after the re-run.
+	verify func(t *testing.T, shown map[string]ruleStats, whole bool)
 }
 
 func TestCrash(t *testing.T) {
@@ -79,7 +87,7 @@ func TestCrash(t *testing.T) {
 	if _, err := exec.LookPath("strace"); err != nil {
 		testnet.Unavailable(t, "needs strace (scripts/test.sh installs it)")
 	}
-	e := &crashEnv{p: testnet.NewPair(t), p2: testnet.NewPair(t), file: writeRules(t, crashRules)}
+	e := &crashEnv{p: testnet.NewPair(t), p2: testnet.NewPair(t), file: writeRules(t, crashRules), saved: writeSaved(t, crashSaved, nil, nil)}
 	load := func(p *testnet.Pair, args ...string) func(t *testing.T, e *crashEnv) {
 		return func(t *testing.T, e *crashEnv) {
 			for _, r := range crashBase {
@@ -91,6 +99,7 @@ func TestCrash(t *testing.T) {
 	base := load(e.p)
 	cases := []crashCase{
 		{name: "import", setup: base, args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
+		{name: "restore", setup: base, args: func(e *crashEnv) []string { return []string{"restore", "--file", e.saved} }, verify: checkRestored},
 		{name: "add", setup: base, args: func(*crashEnv) []string { return []string{"add", "--ip-address", "203.0.113.0/24"} }},
 		{name: "del", setup: base, args: func(*crashEnv) []string { return []string{"del", "--ip-address", crashBase[0]} }},
 		{name: "load", setup: func(*testing.T, *crashEnv) {}, args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0]} }},
@@ -246,9 +255,12 @@ func (c crashCase) kill(t *testing.T, e *crashEnv, k killPoint) {
 // check checks the invariants after a kill at k.
 func (c crashCase) check(t *testing.T, e *crashEnv, k killPoint, rng *rand.Rand) {
 	t.Helper()
-	listed, stats := readRules(t, e.dir)
+	listed, stats, shown := readRules(t, e.dir)
 	if !slices.Equal(listed, stats) {
 		t.Errorf("before repair: list shows %d rules, stats %d: %v", len(listed), len(stats), diff(listed, stats))
+	}
+	if c.verify != nil {
+		c.verify(t, shown, false)
 	}
 
 	// The next change repairs.
@@ -257,9 +269,12 @@ func (c crashCase) check(t *testing.T, e *crashEnv, k killPoint, rng *rand.Rand)
 		t.Errorf("%d maps pinned after the next change, want all %d", n, len(maps.Names))
 	}
 	checkNoOrphans(t, e.dir)
-	listed, stats = readRules(t, e.dir)
+	listed, stats, shown = readRules(t, e.dir)
 	if !slices.Equal(listed, stats) {
 		t.Errorf("after repair: list shows %d rules, stats %d: %v", len(listed), len(stats), diff(listed, stats))
+	}
+	if c.verify != nil {
+		c.verify(t, shown, false)
 	}
 
 	// Every rule shown counts: a frame to each of a sample of them.
@@ -290,8 +305,9 @@ func (c crashCase) check(t *testing.T, e *crashEnv, k killPoint, rng *rand.Rand)
 	got := statsJSON(t, e.p, e.dir)
 	for i, r := range sample {
 		n := uint64(len(frames[i].Bytes()))
-		if s := got[r]; s.In != (counter{1, n}) || s.Out != (counter{}) {
-			t.Errorf("rule %s counted %+v, want in %d packet of %d bytes", r, s, 1, n)
+		was := shown[r]
+		if s := got[r]; s.In != (counter{was.In.Packets + 1, was.In.Bytes + n}) || s.Out != was.Out {
+			t.Errorf("rule %s counted %+v from %+v, want in 1 packet of %d bytes more", r, s, was, n)
 		}
 	}
 
@@ -299,7 +315,7 @@ func (c crashCase) check(t *testing.T, e *crashEnv, k killPoint, rng *rand.Rand)
 	for _, r := range sample {
 		ok(t, nil, e.dir, "del", "--ip-address", r)
 	}
-	after, _ := readRules(t, e.dir)
+	after, _, _ := readRules(t, e.dir)
 	if len(after) != len(listed)-len(sample) {
 		t.Errorf("%d rules after deleting %d of %d", len(after), len(sample), len(listed))
 	}
@@ -311,11 +327,42 @@ func (c crashCase) check(t *testing.T, e *crashEnv, k killPoint, rng *rand.Rand)
 	if r.code != 0 && !gone {
 		t.Errorf("re-running %s: exit %d: %s", c.name, r.code, r.stderr)
 	}
+	if c.verify != nil {
+		_, _, shown = readRules(t, e.dir)
+		c.verify(t, shown, true)
+	}
+}
+
+// checkRestored checks that every rule of the saved-counters file shown
+// has exactly its saved counters, and when whole that all of them are
+// shown: an interrupted restore never leaves a restored rule counting from
+// zero or from anything but its saved counters, and its re-run restores
+// the rest.
+func checkRestored(t *testing.T, shown map[string]ruleStats, whole bool) {
+	t.Helper()
+	found := 0
+	for i := range crashSaved {
+		r := savedRule(i).String()
+		s, ok := shown[r]
+		if !ok {
+			continue
+		}
+		found++
+		u := uint64(i)
+		if want := (ruleStats{Rule: r, Packets: 3 * u, Bytes: 300 * u, In: counter{u, 100 * u}, Out: counter{2 * u, 200 * u}}); s != want {
+			t.Errorf("restored %s shows %+v, want its saved counters %+v", r, s, want)
+			return
+		}
+	}
+	if whole && found != crashSaved {
+		t.Errorf("after the re-run, %d of the %d saved rules are shown", found, crashSaved)
+	}
 }
 
 // readRules returns the rules that list --json and stats --json show, each
-// sorted; a pin directory that holds no whole set shows none.
-func readRules(t *testing.T, dir string) (listed, stats []string) {
+// sorted, and stats --json's counters by rule; a pin directory that holds
+// no whole set shows none.
+func readRules(t *testing.T, dir string) (listed, stats []string, shown map[string]ruleStats) {
 	t.Helper()
 	l := tm(t, nil, dir, "list", "--json")
 	s := tm(t, nil, dir, "stats", "--json")
@@ -336,13 +383,15 @@ func readRules(t *testing.T, dir string) (listed, stats []string) {
 		if err := json.Unmarshal([]byte(s.stdout), &doc); err != nil {
 			t.Fatalf("stats --json: %v", err)
 		}
+		shown = make(map[string]ruleStats, len(doc.Rules))
 		for _, r := range doc.Rules {
 			stats = append(stats, r.Rule)
+			shown[r.Rule] = r
 		}
 	}
 	slices.Sort(listed)
 	slices.Sort(stats)
-	return listed, stats
+	return listed, stats, shown
 }
 
 // diff describes how two sorted rule lists differ, briefly.
