@@ -190,8 +190,9 @@ func (f family[K]) eachRule(fn func(K)) error {
 // Stats returns every rule's stats, IPv4 then IPv6, in the order of Rules.
 //
 // It reads both tables of a family in batches and joins them, which takes
-// memory in proportion to the rules but far fewer system calls than
-// EachStats' lookup of each rule's stats.
+// memory in proportion to the rules: sorted, and right whether or not a
+// killed change left stats entries without a rule, where EachStats is
+// neither.
 func (s *Set) Stats() ([]RuleStats, error) {
 	v4, err := s.v4().all()
 	if err != nil {
