@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/rule"
@@ -76,28 +74,12 @@ type ImportCmd struct {
 // array adds nothing; then it adds the valid items in batches, all or
 // nothing.
 func (im *ImportCmd) Run(c *Context) (err error) {
-	f, err := os.Open(im.File)
-	if err == nil {
-		defer f.Close()
-		var st os.FileInfo
-		if st, err = f.Stat(); err == nil && st.IsDir() {
-			err = errors.New("is a directory")
-		}
-	}
+	f, err := openFile(im.File, "a readable JSON file")
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return fmt.Errorf("cannot read %s: %v: give a readable JSON file", im.File, err)
+		return err
 	}
-	warnings := bufio.NewWriter(c.Stderr)
-	skipped := 0
-	rules, err := rule.ReadJSON(bufio.NewReaderSize(f, 1<<16), func(i int, reason error) {
-		skipped++
-		fmt.Fprintf(warnings, "traffic_meter: warning: item %d: %v\n", i, reason)
-	})
-	warnings.Flush()
+	defer f.Close()
+	rules, skipped, err := readItems(c, f, rule.ReadJSON)
 	if err != nil {
 		return fmt.Errorf("%s: %v; nothing was imported", im.File, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -66,13 +67,7 @@ func (r *RestoreCmd) Run(c *Context) error {
 		defer f.Close()
 		in = f
 	}
-	warnings := bufio.NewWriter(c.Stderr)
-	skipped := 0
-	saved, err := savefile.Read(bufio.NewReaderSize(in, 1<<16), func(i int, reason error) {
-		skipped++
-		fmt.Fprintf(warnings, "traffic_meter: warning: item %d: %v\n", i, reason)
-	})
-	warnings.Flush()
+	saved, skipped, err := readItems(c, in, savefile.Read)
 	if err != nil {
 		return fmt.Errorf("%s: %v; nothing was restored", r.File, err)
 	}
@@ -108,6 +103,19 @@ func (c *Context) warnPresent(present []maps.Rule) {
 	}
 	fmt.Fprintf(c.Stderr, "traffic_meter: warning: %d of the saved rules are rules already (%s and %d more): each kept its counters, not the saved ones\n",
 		len(present), strings.Join(names, ", "), len(present)-3)
+}
+
+// readItems reads in with read, a reader of JSON items that skips the
+// invalid ones, printing a warning for each skipped item, and returns what
+// read returns and how many items it skipped.
+func readItems[T any](c *Context, in io.Reader, read func(io.Reader, func(int, error)) (T, error)) (v T, skipped int, err error) {
+	warnings := bufio.NewWriter(c.Stderr)
+	defer warnings.Flush()
+	v, err = read(bufio.NewReaderSize(in, 1<<16), func(i int, reason error) {
+		skipped++
+		fmt.Fprintf(warnings, "traffic_meter: warning: item %d: %v\n", i, reason)
+	})
+	return v, skipped, err
 }
 
 // openFile opens a file to read, with an error saying what to give
