@@ -43,8 +43,9 @@ func writeRules(b testing.TB, n int) string {
 	return file
 }
 
-// runQuiet runs the binary, discarding its output.
-func runQuiet(b *testing.B, args ...string) {
+// runQuiet runs the binary, discarding its output, and returns its state
+// at exit.
+func runQuiet(b *testing.B, args ...string) *os.ProcessState {
 	b.Helper()
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin, args...)
@@ -52,20 +53,27 @@ func runQuiet(b *testing.B, args ...string) {
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("traffic_meter %v: %v %s", args, err, stderr.Bytes())
 	}
+	return cmd.ProcessState
+}
+
+// loopIntoEmpty times run, once a loop, each time with a new pin
+// directory that holds nothing.
+func loopIntoEmpty(b *testing.B, run func(dir string)) {
+	for b.Loop() {
+		b.StopTimer()
+		dir := benchDir(b)
+		b.StartTimer()
+		run(dir)
+		b.StopTimer()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
 }
 
 // BenchmarkImport imports 1,000,000 rules into empty maps.
 func BenchmarkImport(b *testing.B) {
 	file := writeRules(b, benchRules)
-	for b.Loop() {
-		b.StopTimer()
-		dir := benchDir(b)
-		b.StartTimer()
-		runQuiet(b, "import", "--file", file, "--bpffs-pin", dir)
-		b.StopTimer()
-		os.RemoveAll(dir)
-		b.StartTimer()
-	}
+	loopIntoEmpty(b, func(dir string) { runQuiet(b, "import", "--file", file, "--bpffs-pin", dir) })
 }
 
 // BenchmarkReimport imports the same 1,000,000 rules again: all exist.

@@ -1,19 +1,13 @@
 package tests
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/savefile"
 )
 
 // writeSavedRules writes a saved-counters file of the n rules of
@@ -29,24 +23,14 @@ func writeSavedRules(b *testing.B, n int) string {
 		c := uint64(i) * 1_000_003
 		rules[i] = maps.RuleStats{Rule: r, Stats: maps.Stats{In: maps.Counter{Packets: c, Bytes: c * 1500}, Out: maps.Counter{Packets: c / 2, Bytes: c * 700}}}
 	}
-	file := filepath.Join(b.TempDir(), "counters.json")
-	if err := savefile.WriteFile(file, time.Now(), rules); err != nil {
-		b.Fatal(err)
-	}
-	return file
+	return writeSavedFile(b, rules)
 }
 
 // runMeasured runs the binary as runQuiet does and reports its peak
 // resident memory.
 func runMeasured(b *testing.B, args ...string) {
 	b.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	if err := cmd.Run(); err != nil {
-		b.Fatalf("traffic_meter %v: %v %s", args, err, stderr.Bytes())
-	}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+	if ru, ok := runQuiet(b, args...).SysUsage().(*syscall.Rusage); ok {
 		b.ReportMetric(float64(ru.Maxrss)/1024, "MB-maxrss")
 	}
 }
@@ -55,15 +39,7 @@ func runMeasured(b *testing.B, args ...string) {
 // BenchmarkImport.
 func BenchmarkRestore(b *testing.B) {
 	file := writeSavedRules(b, benchRules)
-	for b.Loop() {
-		b.StopTimer()
-		dir := benchDir(b)
-		b.StartTimer()
-		runMeasured(b, "restore", "--file", file, "--bpffs-pin", dir)
-		b.StopTimer()
-		os.RemoveAll(dir)
-		b.StartTimer()
-	}
+	loopIntoEmpty(b, func(dir string) { runMeasured(b, "restore", "--file", file, "--bpffs-pin", dir) })
 }
 
 // BenchmarkSave saves the counters of 1,000,000 rules: compare with

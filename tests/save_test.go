@@ -298,7 +298,13 @@ func writeSaved(t testing.TB, n int, first, last []maps.RuleStats) string {
 		u := uint64(i)
 		rules = append(rules, maps.RuleStats{Rule: savedRule(i), Stats: maps.Stats{In: maps.Counter{Packets: u, Bytes: 100 * u}, Out: maps.Counter{Packets: 2 * u, Bytes: 200 * u}}})
 	}
-	rules = append(rules, last...)
+	return writeSavedFile(t, append(rules, last...))
+}
+
+// writeSavedFile writes the rules and their counters to a saved-counters
+// file and returns its path.
+func writeSavedFile(t testing.TB, rules []maps.RuleStats) string {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "counters.json")
 	if err := savefile.WriteFile(file, time.Now(), rules); err != nil {
 		t.Fatal(err)
