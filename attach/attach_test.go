@@ -58,16 +58,7 @@ func testAttach(t *testing.T, m Method) {
 		t.Logf("kernel %s has no XDP bpf_links (Linux 5.9): testing the fallback, netlink", f.Release)
 		m = Netlink
 	}
-	dir := fmt.Sprintf("/sys/fs/bpf/tm-attach-test-%d-%s", os.Getpid(), pair.Dev[0])
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
+	dir, prog := setup(t, pair, ebpf.XDP, 2 /* XDP_PASS */)
 	err = pair.Do(0, func() error {
 		ifc, err := LookupInterface(pair.Dev[0])
 		if err != nil {
@@ -110,4 +101,21 @@ func testAttach(t *testing.T, m Method) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// setup returns a pin directory for a test on pair, removed at its end,
+// and a program of type typ that returns ret, closed at its end.
+func setup(t *testing.T, pair *testnet.Pair, typ ebpf.ProgramType, ret int32) (string, *ebpf.Program) {
+	t.Helper()
+	dir := fmt.Sprintf("/sys/fs/bpf/tm-attach-test-%d-%s", os.Getpid(), pair.Dev[0])
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: typ, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return dir, prog
 }

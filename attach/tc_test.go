@@ -1,12 +1,10 @@
 package attach
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
@@ -30,16 +28,7 @@ func TestAttachEgress(t *testing.T) {
 				path = Clsact
 			}
 			pair := testnet.NewPair(t)
-			dir := fmt.Sprintf("/sys/fs/bpf/tm-attach-test-%d-%s", os.Getpid(), pair.Dev[0])
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-				Type: ebpf.SchedCLS, License: "GPL",
-				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1 /* TC_ACT_UNSPEC */), asm.Return()},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer prog.Close()
+			dir, prog := setup(t, pair, ebpf.SchedCLS, -1 /* TC_ACT_UNSPEC */)
 			err = pair.Do(0, func() error {
 				ifc, err := LookupInterface(pair.Dev[0])
 				if err != nil {
