@@ -1,9 +1,10 @@
 package rule
 
 import (
-	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/traffic-meter/traffic_meter/internal/readtest"
 )
 
 func TestReadJSON(t *testing.T) {
@@ -33,18 +34,10 @@ func TestReadJSON(t *testing.T) {
 		{name: "garbage", in: `x`, err: "invalid JSON at byte"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var warnings []string
-			rules, err := ReadJSON(strings.NewReader(tt.in), func(i int, reason error) {
-				warnings = append(warnings, fmt.Sprintf("%d: %v", i, reason))
-			})
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want one saying %q", err, tt.err)
-				}
+			var warnings readtest.Warnings
+			rules, err := ReadJSON(strings.NewReader(tt.in), warnings.Warn)
+			if readtest.CheckErr(t, err, tt.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			var got []string
 			for _, r := range rules {
@@ -53,19 +46,7 @@ func TestReadJSON(t *testing.T) {
 			if g := strings.Join(got, " "); g != tt.rules {
 				t.Errorf("rules %q, want %q", g, tt.rules)
 			}
-			want := strings.Split(tt.warnings, "; ")
-			if tt.warnings == "" {
-				want = nil
-			}
-			if len(warnings) != len(want) {
-				t.Fatalf("warnings %q, want %q", warnings, want)
-			}
-			for i, w := range want {
-				idx, piece, _ := strings.Cut(w, ": ")
-				if !strings.HasPrefix(warnings[i], idx+": ") || !strings.Contains(warnings[i], piece) {
-					t.Errorf("warning %q, want %q", warnings[i], w)
-				}
-			}
+			warnings.Check(t, tt.warnings)
 		})
 	}
 }
@@ -78,20 +59,9 @@ func FuzzReadJSON(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		last := -1
-		rules, err := ReadJSON(strings.NewReader(in), func(i int, reason error) {
-			if i <= last {
-				t.Fatalf("warning for item %d after item %d", i, last)
-			}
-			last = i
-			if strings.ContainsAny(reason.Error(), "\n\r") {
-				t.Fatalf("multi-line reason %q", reason)
-			}
-		})
+		rules, err := ReadJSON(strings.NewReader(in), readtest.OrderedWarn(t))
 		if err != nil {
-			if strings.ContainsAny(err.Error(), "\n\r") {
-				t.Fatalf("multi-line error %q", err)
-			}
+			readtest.OneLine(t, err)
 			return
 		}
 		for _, r := range rules {

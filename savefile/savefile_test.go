@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/traffic-meter/traffic_meter/internal/readtest"
 	"time"
 
 	"github.com/traffic-meter/traffic_meter/maps"
@@ -109,18 +111,10 @@ func TestRead(t *testing.T) {
 		{name: "trailing data", in: `{"version":1,"rules":[]} {}`, err: "data after the object"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var warnings []string
-			f, err := Read(strings.NewReader(tt.in), func(i int, reason error) {
-				warnings = append(warnings, fmt.Sprintf("%d: %v", i, reason))
-			})
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want one saying %q", err, tt.err)
-				}
+			var warnings readtest.Warnings
+			f, err := Read(strings.NewReader(tt.in), warnings.Warn)
+			if readtest.CheckErr(t, err, tt.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			var got []string
 			for _, r := range f.Rules {
@@ -132,19 +126,7 @@ func TestRead(t *testing.T) {
 			if g := strings.Join(got, " "); g != tt.rules {
 				t.Errorf("rules %q, want %q", g, tt.rules)
 			}
-			want := strings.Split(tt.warnings, "; ")
-			if tt.warnings == "" {
-				want = nil
-			}
-			if len(warnings) != len(want) {
-				t.Fatalf("warnings\n%s\nwant\n%s", strings.Join(warnings, "\n"), strings.Join(want, "\n"))
-			}
-			for i, w := range want {
-				idx, piece, _ := strings.Cut(w, ": ")
-				if !strings.HasPrefix(warnings[i], idx+": ") || !strings.Contains(warnings[i], piece) {
-					t.Errorf("warning %q, want %q", warnings[i], w)
-				}
-			}
+			warnings.Check(t, tt.warnings)
 		})
 	}
 }
@@ -162,20 +144,9 @@ func FuzzRead(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		last := -1
-		file, err := Read(strings.NewReader(in), func(i int, reason error) {
-			if i <= last {
-				t.Fatalf("warning for item %d after item %d", i, last)
-			}
-			last = i
-			if strings.ContainsAny(reason.Error(), "\n\r") {
-				t.Fatalf("multi-line reason %q", reason)
-			}
-		})
+		file, err := Read(strings.NewReader(in), readtest.OrderedWarn(t))
 		if err != nil {
-			if strings.ContainsAny(err.Error(), "\n\r") {
-				t.Fatalf("multi-line error %q", err)
-			}
+			readtest.OneLine(t, err)
 			return
 		}
 		seen := make(map[netip.Prefix]bool)
