@@ -131,6 +131,16 @@ func (l *LoadCmd) Run(c *Context) error {
 				}
 				return err
 			}
+			if obj == nil {
+				// The fallbacks of the kernel, once for all directions.
+				f, err := kernel.Probe()
+				if err != nil {
+					return err
+				}
+				for _, fb := range f.Fallbacks() {
+					c.Notice("%s", fb.Notice)
+				}
+			}
 			for _, d := range todo {
 				if err := c.interrupted(undone); err != nil {
 					return undo(err)
@@ -183,9 +193,6 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, se
 		var f kernel.Features
 		if f, err = kernel.Probe(); err != nil {
 			return nil, err
-		}
-		for _, fb := range f.Fallbacks() {
-			c.Notice("%s", fb.Notice)
 		}
 		hook := prog.XDPHook(f)
 		if d == attach.Egress {

@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/rule"
 	"github.com/traffic-meter/traffic_meter/savefile"
 	"github.com/traffic-meter/traffic_meter/table"
-	"github.com/traffic-meter/traffic_meter/units"
+	"github.com/traffic-meter/traffic_meter/watch"
 )
 
 // StatsCmd shows the counters.
@@ -64,13 +63,9 @@ func (s *StatsCmd) read(set *maps.Set) ([]maps.RuleStats, error) {
 
 // writeStatsTable prints stats as an aligned table, bytes in IEC units.
 func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
-	t := table.New("RULE", "PACKETS", "BYTES", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES")
+	t := table.New(watch.Columns...)
 	for _, r := range rows {
-		total := r.Stats.Total()
-		t.Add(r.Rule.String(),
-			count(total.Packets), units.Bytes(total.Bytes),
-			count(r.Stats.In.Packets), units.Bytes(r.Stats.In.Bytes),
-			count(r.Stats.Out.Packets), units.Bytes(r.Stats.Out.Bytes))
+		t.Add(watch.Cells(r)...)
 	}
 	return t.Write(w)
 }
@@ -85,5 +80,3 @@ func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
 func writeStatsJSON(w io.Writer, rows []maps.RuleStats) error {
 	return savefile.WriteRules(w, []byte(`{"rules":[`), rows, true)
 }
-
-func count(n uint64) string { return strconv.FormatUint(n, 10) }

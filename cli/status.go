@@ -61,8 +61,13 @@ type fallbackStatus struct {
 // no error: status says so.
 func (s *StatusCmd) Run(c *Context) error {
 	st := status{PinDir: c.Dir, Attachments: []attachmentStatus{}}
-	err := c.read(func(set *maps.Set) error {
+	var all []attach.Attachment
+	err := c.read(func(set *maps.Set) (err error) {
 		st.Loaded = true
+		// Under the shared lock, with the maps: never a change half done.
+		if all, err = attach.List(c.Dir); err != nil {
+			return err
+		}
 		st.Capacity = familyCounts{int(set.RulesV4.MaxEntries()), int(set.RulesV6.MaxEntries())}
 		rules, err := set.Rules()
 		for _, r := range rules {
@@ -74,10 +79,11 @@ func (s *StatusCmd) Run(c *Context) error {
 		}
 		return err
 	})
-	if err != nil && !errors.Is(err, maps.ErrNotLoaded) {
-		return err
+	if errors.Is(err, maps.ErrNotLoaded) {
+		// Nothing to lock: the attachments as they are (none, but for a
+		// loaded interface whose maps a killed command half removed).
+		all, err = attach.List(c.Dir)
 	}
-	all, err := attach.List(c.Dir)
 	if err != nil {
 		return err
 	}

@@ -31,9 +31,12 @@ func (l *Lock) BeginRemove() error { return l.mark(removingMark) }
 
 // End removes the marks: the change is whole. A directory removed by the
 // change (the last unload) needs no End.
-func (l *Lock) End() error {
+func (l *Lock) End() error { return unmark(l.dir) }
+
+// unmark removes the marks of a change from dir.
+func unmark(dir string) error {
 	for _, m := range []string{removingMark, changingMark} {
-		if err := os.Remove(filepath.Join(l.dir, m)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(filepath.Join(dir, m)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove the mark %s: %w", m, err)
 		}
 	}
@@ -56,7 +59,8 @@ func interrupted(dir string) (changing, removing bool) {
 		_, err := os.Stat(filepath.Join(dir, m))
 		return err == nil
 	}
-	return exists(changingMark) || exists(removingMark), exists(removingMark)
+	removing = exists(removingMark)
+	return removing || exists(changingMark), removing
 }
 
 // Pinned reports how many of the four maps are pinned in dir: 0 or 4 but

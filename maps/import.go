@@ -274,13 +274,13 @@ const chunkSize = 256
 // on error: keys[:n] are written.
 func update[K key, V any](m *ebpf.Map, keys []K, vals []V) (n int, err error) {
 	per := len(vals) / len(keys)
-	err = retryNoMem(func() error {
+	err = retryNoMem(func() (int, error) {
 		d, err := m.BatchUpdate(keys[n:], vals[n*per:], nil)
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			d, err = updateEach(m, keys[n:], vals[n*per:])
 		}
 		n += d
-		return err
+		return d, err
 	})
 	return n, err
 }

@@ -72,10 +72,10 @@ func updateLoop(s *Set, rules []Rule) error {
 	zero := make([]Stats, ebpf.MustPossibleCPU())
 	for _, r := range rules {
 		k := Key4Of(r)
-		if err := retryNoMem(func() error { return s.StatsV4.Update(k, zero, ebpf.UpdateAny) }); err != nil {
+		if err := retryNoMem(func() (int, error) { return 0, s.StatsV4.Update(k, zero, ebpf.UpdateAny) }); err != nil {
 			return err
 		}
-		if err := retryNoMem(func() error { return s.RulesV4.Update(k, uint32(r.Bits()), ebpf.UpdateAny) }); err != nil {
+		if err := retryNoMem(func() (int, error) { return 0, s.RulesV4.Update(k, uint32(r.Bits()), ebpf.UpdateAny) }); err != nil {
 			return err
 		}
 	}

@@ -56,10 +56,10 @@ func (f family[K]) add(r Rule) (bool, error) {
 	// The rule is new: its stats entry starts from zero, whatever a
 	// killed change may have left under its key.
 	zero := make([]Stats, ebpf.MustPossibleCPU())
-	if err := retryNoMem(func() error { return f.stats.Update(k, zero, ebpf.UpdateAny) }); err != nil {
+	if err := retryNoMem(func() (int, error) { return 0, f.stats.Update(k, zero, ebpf.UpdateAny) }); err != nil {
 		return false, fullOr(err, f.stats, "create stats entry of "+r.String())
 	}
-	if err := retryNoMem(func() error { return f.rules.Update(k, uint32(r.Bits()), ebpf.UpdateAny) }); err != nil {
+	if err := retryNoMem(func() (int, error) { return 0, f.rules.Update(k, uint32(r.Bits()), ebpf.UpdateAny) }); err != nil {
 		f.stats.Delete(k)
 		return false, fullOr(err, f.rules, "add rule "+r.String())
 	}
@@ -67,18 +67,26 @@ func (f family[K]) add(r Rule) (bool, error) {
 }
 
 // retryNoMem runs an insert, again while it fails with ENOMEM, until it
-// has failed so for refillWait. Every insert into the maps goes through it.
+// has failed so for refillWait with no entry written in between. insert
+// returns how many entries it wrote (a batch can write some, then fail).
+// Every insert into the maps goes through it.
 //
 // A map that is not preallocated takes each new entry's memory from caches
 // the kernel refills in the background, and a burst of updates can find
 // them empty (ENOMEM): retryNoMem waits for the refill.
-func retryNoMem(insert func() error) error {
-	err := insert()
-	for waited := time.Duration(0); errors.Is(err, unix.ENOMEM) && waited < refillWait; waited += time.Millisecond {
+func retryNoMem(insert func() (wrote int, err error)) error {
+	var waited time.Duration
+	for {
+		wrote, err := insert()
+		if wrote > 0 {
+			waited = 0
+		}
+		if !errors.Is(err, unix.ENOMEM) || waited >= refillWait {
+			return err
+		}
 		time.Sleep(time.Millisecond)
-		err = insert()
+		waited += time.Millisecond
 	}
-	return err
 }
 
 // refillWait is how long retryNoMem waits for the kernel to find memory
@@ -249,8 +257,10 @@ func (f family[K]) all() ([]RuleStats, error) {
 // in batches and looks up each rule's stats entry: a system call a rule.
 func (s *Set) EachStats(fn func(RuleStats)) error {
 	read4, read6 := s.v4().eachStats, s.v6().eachStats
-	if changing, _ := interrupted(s.Dir); s.Dir != "" && !changing {
-		read4, read6 = s.v4().eachEntry, s.v6().eachEntry
+	if s.Dir != "" {
+		if changing, _ := interrupted(s.Dir); !changing {
+			read4, read6 = s.v4().eachEntry, s.v6().eachEntry
+		}
 	}
 	if err := read4(func(k Key4, st Stats) { fn(RuleStats{k.Rule(), st}) }); err != nil {
 		return err

@@ -165,10 +165,8 @@ func Remove(dir string) error {
 	if err := Unpin(dir); err != nil {
 		return err
 	}
-	for _, m := range []string{removingMark, changingMark} {
-		if err := os.Remove(filepath.Join(dir, m)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove %s: %w", m, err)
-		}
+	if err := unmark(dir); err != nil {
+		return err
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
 		return fmt.Errorf("remove pin directory: %w", err)

@@ -18,7 +18,9 @@ func TestFallbackNotices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := tm(t, p, dir, "load", "--dev", p.Dev[0])
+	// Both directions: each fallback is told once a load, not once a
+	// direction.
+	r := tm(t, p, dir, "load", "--dev", p.Dev[0], "--direction", "both")
 	if r.code != 0 {
 		t.Fatalf("load: exit %d: %s", r.code, r.stderr)
 	}

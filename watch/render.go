@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/table"
 	"github.com/traffic-meter/traffic_meter/units"
 )
@@ -32,9 +33,8 @@ func Render(w io.Writer, h Header, rows []Row) error {
 		shown = fmt.Sprintf(", showing %d", len(rows))
 	}
 	fmt.Fprintf(w, "%s  rules: %d%s  interfaces: %s\n", h.Time.Format(time.DateTime), h.Rules, shown, ifaces)
-	t := table.New("RULE", "PACKETS", "BYTES", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES", "PACKETS/S", "BITS/S")
+	t := table.New(append(Columns[:len(Columns):len(Columns)], "PACKETS/S", "BITS/S")...)
 	for _, r := range rows {
-		total := r.Stats.Total()
 		pps, bps := "-", "-"
 		switch r.State {
 		case Measured:
@@ -42,10 +42,21 @@ func Render(w io.Writer, h Header, rows []Row) error {
 		case Reset:
 			pps, bps = "reset", "reset"
 		}
-		t.Add(r.Rule.String(),
-			strconv.FormatUint(total.Packets, 10), units.Bytes(total.Bytes),
-			strconv.FormatUint(r.Stats.In.Packets, 10), units.Bytes(r.Stats.In.Bytes),
-			strconv.FormatUint(r.Stats.Out.Packets, 10), units.Bytes(r.Stats.Out.Bytes), pps, bps)
+		t.Add(append(Cells(maps.RuleStats{Rule: r.Rule, Stats: r.Stats}), pps, bps)...)
 	}
 	return t.Write(w)
+}
+
+// Columns are the headings of a rule's counters, as both stats and
+// --watch show them.
+var Columns = []string{"RULE", "PACKETS", "BYTES", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES"}
+
+// Cells are a rule's counters under Columns: packets exact, bytes in IEC
+// units.
+func Cells(rs maps.RuleStats) []string {
+	total := rs.Stats.Total()
+	return []string{rs.Rule.String(),
+		strconv.FormatUint(total.Packets, 10), units.Bytes(total.Bytes),
+		strconv.FormatUint(rs.Stats.In.Packets, 10), units.Bytes(rs.Stats.In.Bytes),
+		strconv.FormatUint(rs.Stats.Out.Packets, 10), units.Bytes(rs.Stats.Out.Bytes)}
 }
