@@ -8,44 +8,15 @@
 // # Changes, signals and crashes
 //
 // A command that changes the pin directory (load, unload, add, del,
-// import, restore) holds its exclusive flock; the readers (list, stats,
-// status, save, each reading of stats --watch, each scrape of the
-// exporter) hold the shared one, and open the maps read-only. A reader therefore sees a
-// change whole or not at all, and never a set being created or removed.
+// import, restore) runs as a change of package pindir, under its exclusive
+// flock; the readers (list, stats, status, save, each reading of stats
+// --watch, each scrape of the exporter) read under the shared one. The
+// order of a change's steps, what a SIGKILL at each leaves and what
+// repairs it: the table in package pindir's doc.
 //
 // SIGINT and SIGTERM cancel the command's context. import, restore and
 // load then undo what they did and exit 1 saying so; the short changes (add, del,
 // unload) finish first.
-//
-// Against SIGKILL and crashes, a change makes the mark "changing" in the
-// pin directory before its first step and removes it when it is whole, and
-// orders its steps so that a kill at any point leaves a state that the next
-// change repairs when it finds the mark, before its own work:
-//
-//   - add, import, restore: each new rule's stats entry (zero or saved
-//     counters, replacing any left without its rule) before the rule
-//     enters its trie. A kill
-//     leaves stats entries without a rule, which the repair deletes, and
-//     some of the rules, which readers show whole and a re-run completes.
-//   - del: the rule, then its stats entry; a kill leaves a stats entry
-//     without a rule.
-//   - load: the maps (when missing: all four, pinned one by one), the
-//     program, then the attachment. A bpf_link is made, then pinned: a kill
-//     before the pin closes the link, which detaches the program. Through
-//     netlink the program is pinned, then attached: a kill in between
-//     leaves a pin of a program attached nowhere, which every change
-//     removes. A set of fewer than four maps (a killed creation) is
-//     removed by the repair.
-//   - unload: detach, then unpin. After the last attachment, the mark
-//     "removing", then the maps' pins, the links directory and the pin
-//     directory; a repair that finds "removing" and no attachment completes
-//     the removal.
-//   - Every change also removes the pins of attachments that are gone
-//     (deleted interfaces and network namespaces), and the repair pins our
-//     XDP programs that it finds attached without a pin.
-//
-// Readers show rules from the tries only, so a repair that has not run
-// yet hides nothing that counts and shows nothing that does not.
 package cli
 
 import (
@@ -63,8 +34,8 @@ import (
 	"github.com/alecthomas/kong"
 	"golang.org/x/sys/unix"
 
-	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/exporter"
+	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
@@ -106,9 +77,6 @@ type Context struct {
 	Dir string
 	// Ctx is cancelled when the process gets SIGINT or SIGTERM.
 	Ctx context.Context
-
-	// pruned are the attachments whose pins the last repair removed.
-	pruned []attach.Attachment
 }
 
 // Notice prints a notice on stderr.
@@ -202,7 +170,7 @@ var errRefused = errors.New("the kernel refused it to root: check for a containe
 // notLoaded explains that there are no maps in the pin directory. The error
 // wraps maps.ErrNotLoaded.
 func (c *Context) notLoaded() error {
-	if !maps.OnBPFFS(c.Dir) {
+	if !pindir.OnBPFFS(c.Dir) {
 		return notLoadedError(fmt.Sprintf("%s is not on a BPF filesystem: mount one with 'mount -t bpf bpf /sys/fs/bpf', or pick a --bpffs-pin directory on one", c.Dir))
 	}
 	return notLoadedError(fmt.Sprintf("nothing loaded and no rules in %s: run 'traffic_meter load --dev IF' or 'traffic_meter add --ip-address X' first", c.Dir))

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/prog"
@@ -32,8 +33,8 @@ func (c *Context) openOrCreate(cp Capacity) (*maps.Set, error) {
 // withMaps runs change over the maps, creating them first when there are
 // none. When change fails, the maps this call created are removed again,
 // so that a failed command leaves nothing behind; when it succeeds, a
-// notice tells of maps created. The exclusive lock l must be held.
-func (c *Context) withMaps(l *maps.Lock, cp Capacity, change func(*maps.Set) error) error {
+// notice tells of maps created. It runs in the change d.
+func (c *Context) withMaps(d *pindir.Dir, cp Capacity, change func(*maps.Set) error) error {
 	set, err := c.openOrCreate(cp)
 	if err != nil {
 		return err
@@ -41,7 +42,9 @@ func (c *Context) withMaps(l *maps.Lock, cp Capacity, change func(*maps.Set) err
 	defer set.Close()
 	if err := change(set); err != nil {
 		if set.Created {
-			c.removeIfUnused(l)
+			if _, rmErr := c.removeIfUnused(d); rmErr != nil {
+				return fmt.Errorf("%w; and %w", err, rmErr)
+			}
 		}
 		return err
 	}
@@ -97,14 +100,14 @@ func (l *LoadCmd) Run(c *Context) error {
 			return err
 		}
 	}
-	return c.change(true, func(lock *maps.Lock) error {
+	return c.change(true, func(dir *pindir.Dir) error {
 		ifc, err := attach.LookupInterface(l.Dev)
 		if err != nil {
 			return err
 		}
 		var todo []attach.Direction
 		for _, d := range directions(l.Direction) {
-			a, err := c.findOrAdopt(ifc, d)
+			a, err := findOrAdopt(dir, ifc, d)
 			if err != nil {
 				return err
 			}
@@ -122,7 +125,7 @@ func (l *LoadCmd) Run(c *Context) error {
 		if len(todo) == 0 {
 			return nil
 		}
-		return c.withMaps(lock, l.Capacity, func(set *maps.Set) error {
+		return c.withMaps(dir, l.Capacity, func(set *maps.Set) error {
 			const undone = "nothing was loaded"
 			var done []*attach.Attachment
 			undo := func(err error) error {
@@ -165,23 +168,14 @@ func (l *LoadCmd) Run(c *Context) error {
 // findOrAdopt returns the attachment of the pinned program to ifc in
 // direction d, if any: pinned, or (ingress) our XDP program attached to
 // ifc without a pin, which it pins.
-func (c *Context) findOrAdopt(ifc *attach.Interface, d attach.Direction) (*attach.Attachment, error) {
-	if a, err := attach.Find(c.Dir, ifc, d); err != nil || a != nil || d != attach.Ingress || ifc.XDPProg == 0 || maps.Pinned(c.Dir) == 0 {
+func findOrAdopt(dir *pindir.Dir, ifc *attach.Interface, d attach.Direction) (*attach.Attachment, error) {
+	if a, err := attach.Find(dir.Path, ifc, d); err != nil || a != nil || d != attach.Ingress || ifc.XDPProg == 0 || maps.Pinned(dir.Path) == 0 {
 		return a, err
 	}
-	set, err := maps.Open(c.Dir)
-	if err != nil {
+	if _, err := dir.Adopt(); err != nil {
 		return nil, err
 	}
-	defer set.Close()
-	ids, err := set.IDs()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := attach.Adopt(c.Dir, ids); err != nil {
-		return nil, err
-	}
-	return attach.Find(c.Dir, ifc, d)
+	return attach.Find(dir.Path, ifc, d)
 }
 
 func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
@@ -325,16 +319,16 @@ func (u *UnloadCmd) Run(c *Context) error {
 	if u.All {
 		return u.all(c)
 	}
-	return c.change(false, func(lock *maps.Lock) error {
+	return c.change(false, func(dir *pindir.Dir) error {
 		ifc, err := attach.LookupInterface(u.Dev)
 		if err != nil {
 			// A loaded interface that is gone: the repair has
 			// removed its pin.
 			gone := func(a attach.Attachment) bool { return a.Ifname == u.Dev && a.InCallerNetns() }
-			if !slices.ContainsFunc(c.pruned, gone) {
+			if !slices.ContainsFunc(dir.Repaired.Pruned, gone) {
 				return err
 			}
-			for _, a := range c.pruned {
+			for _, a := range dir.Repaired.Pruned {
 				if gone(a) {
 					fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", u.Dev, a.Direction)
 				}
@@ -368,16 +362,17 @@ func (u *UnloadCmd) Run(c *Context) error {
 				fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", u.Dev, a.Direction)
 			}
 		}
-		if c.removeIfUnused(lock) {
+		removed, err := c.removeIfUnused(dir)
+		if removed {
 			fmt.Fprintf(c.Stdout, "that was the last attachment: removed the maps, their rules and counters, and %s\n", c.Dir)
 		}
-		return nil
+		return err
 	})
 }
 
 // all detaches the program from every interface and removes the maps.
 func (u *UnloadCmd) all(c *Context) error {
-	return c.change(false, func(lock *maps.Lock) error {
+	return c.change(false, func(dir *pindir.Dir) error {
 		all, err := attach.List(c.Dir)
 		if err != nil {
 			return err
@@ -388,8 +383,10 @@ func (u *UnloadCmd) all(c *Context) error {
 			}
 			fmt.Fprintf(c.Stdout, "unloaded from %s (%s)\n", a.Where(), a.Direction)
 		}
-		if !c.removeIfUnused(lock) {
-			return fmt.Errorf("could not remove the maps in %s: see 'traffic_meter status'", c.Dir)
+		if removed, err := c.removeIfUnused(dir); err != nil {
+			return err
+		} else if !removed {
+			return fmt.Errorf("could not remove the maps in %s: an attachment is left: see 'traffic_meter status'", c.Dir)
 		}
 		fmt.Fprintf(c.Stdout, "removed the maps, their rules and counters, and %s\n", c.Dir)
 		return nil
@@ -417,17 +414,12 @@ func names(all []attach.Attachment) string {
 }
 
 // removeIfUnused removes the maps and the pin directory when no interface
-// is loaded any more, and reports whether it did. The exclusive lock l must
-// be held.
-func (c *Context) removeIfUnused(l *maps.Lock) bool {
-	if all, err := attach.List(c.Dir); err != nil || len(all) > 0 {
-		return false
+// is loaded any more (pindir.Dir.RemoveIfUnused), and reports whether it
+// did. An error says why it could not.
+func (c *Context) removeIfUnused(d *pindir.Dir) (removed bool, err error) {
+	removed, err = d.RemoveIfUnused()
+	if err != nil {
+		return false, fmt.Errorf("could not remove the maps in %s: %w: see 'traffic_meter status'", c.Dir, err)
 	}
-	if l.BeginRemove() != nil {
-		return false
-	}
-	if err := os.Remove(attach.LinksDir(c.Dir)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false
-	}
-	return maps.Remove(c.Dir) == nil
+	return removed, nil
 }

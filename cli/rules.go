@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/rule"
 )
@@ -21,8 +22,8 @@ func (a *AddCmd) Run(c *Context) error {
 	if err != nil {
 		return err
 	}
-	return c.change(true, func(lock *maps.Lock) error {
-		return c.withMaps(lock, a.Capacity, func(set *maps.Set) error {
+	return c.change(true, func(d *pindir.Dir) error {
+		return c.withMaps(d, a.Capacity, func(set *maps.Set) error {
 			added, err := set.Add(r)
 			switch {
 			case err != nil:
@@ -48,10 +49,10 @@ func (d *DelCmd) Run(c *Context) error {
 	if err != nil {
 		return err
 	}
-	return c.change(false, func(*maps.Lock) error {
+	return c.change(false, func(*pindir.Dir) error {
 		set, err := maps.Open(c.Dir)
 		if err != nil {
-			return c.explain(err)
+			return err
 		}
 		defer set.Close()
 		if err := set.Delete(r); errors.Is(err, maps.ErrUnknownRule) {
@@ -83,8 +84,8 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("%s: %v; nothing was imported", im.File, err)
 	}
-	return c.change(true, func(lock *maps.Lock) error {
-		return c.withMaps(lock, im.Capacity, func(set *maps.Set) error {
+	return c.change(true, func(d *pindir.Dir) error {
+		return c.withMaps(d, im.Capacity, func(set *maps.Set) error {
 			added, err := set.AddRules(c.Ctx, rules)
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("%w: removed the rules it had added; nothing was imported", errInterrupted)

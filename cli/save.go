@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/savefile"
 )
@@ -71,8 +72,8 @@ func (r *RestoreCmd) Run(c *Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %v; nothing was restored", r.File, err)
 	}
-	return c.change(true, func(lock *maps.Lock) error {
-		return c.withMaps(lock, r.Capacity, func(set *maps.Set) error {
+	return c.change(true, func(d *pindir.Dir) error {
+		return c.withMaps(d, r.Capacity, func(set *maps.Set) error {
 			restored, present, err := set.RestoreRules(c.Ctx, saved.Rules)
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("%w: removed the rules it had restored; nothing was restored", errInterrupted)

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -136,22 +137,20 @@ func (e *Exporter) Write(w io.Writer) error {
 // interfaces, under the pin directory's shared lock. loaded is false when
 // no maps are pinned.
 func (e *Exporter) readMaps(s *exposition, ifaces *[]Interface) (loaded bool, err error) {
-	l, err := maps.RLockDir(e.dir)
-	if errors.Is(err, maps.ErrNotLoaded) {
+	err = pindir.Read(e.dir, func(set *maps.Set) error {
+		loaded = true
+		return e.writeRules(s, set, ifaces)
+	})
+	if !loaded && errors.Is(err, maps.ErrNotLoaded) {
 		return false, nil
 	}
-	if err != nil {
-		return false, err
-	}
-	defer l.Unlock()
-	set, err := maps.OpenReadOnly(e.dir)
-	if errors.Is(err, maps.ErrNotLoaded) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer set.Close()
+	return loaded, err
+}
+
+// writeRules writes the per-rule counters of set, and reads the
+// interfaces.
+func (e *Exporter) writeRules(s *exposition, set *maps.Set, ifaces *[]Interface) error {
+	var err error
 	if *ifaces, err = e.interfaces(); err != nil {
 		e.log.Error("list the loaded interfaces", "dir", e.dir, "err", err)
 	}
@@ -177,10 +176,10 @@ func (e *Exporter) readMaps(s *exposition, ifaces *[]Interface) (loaded bool, er
 			}
 		})
 		if err != nil {
-			return true, err
+			return err
 		}
 	}
-	return true, ifaceErr
+	return ifaceErr
 }
 
 // exposition is the text of one scrape being written.

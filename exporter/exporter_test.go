@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
@@ -29,7 +30,7 @@ func pinDir(t testing.TB) string {
 	testnet.RequireRoot(t)
 	dir := fmt.Sprintf("/sys/fs/bpf/tm-exporter-%d-%d", os.Getpid(), pinSeq.Add(1))
 	t.Cleanup(func() {
-		maps.Remove(dir)
+		maps.Unpin(dir)
 		os.Remove(dir)
 	})
 	return dir
@@ -38,7 +39,7 @@ func pinDir(t testing.TB) string {
 // create creates the maps in dir, holding up to maxRules rules.
 func create(t testing.TB, dir string, maxRules uint32) *maps.Set {
 	t.Helper()
-	l, _, err := maps.LockDir(dir, true)
+	l, _, err := pindir.Exclusive(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,10 @@ func TestScrape(t *testing.T) {
 
 	// The maps go away: the exporter reports no rules, and no error.
 	set.Close()
-	if err := maps.Remove(dir); err != nil {
+	if err := maps.Unpin(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
 	got = scrape(t, h)
@@ -205,6 +209,31 @@ func checkRules(t *testing.T, when string, got, want map[string]float64) {
 			t.Errorf("%s: %s = %v (present %v), want %v", when, k, g, ok, v)
 		}
 	}
+}
+
+// TestScrapeWithMark checks that a scrape shows the rules only, not the
+// stats entries without a rule that a killed change leaves, while its
+// mark awaits the repair.
+func TestScrapeWithMark(t *testing.T) {
+	dir := pinDir(t)
+	set := create(t, dir, 100)
+	count(t, set, "10.0.0.0/24", maps.Stats{In: maps.Counter{Packets: 4, Bytes: 400}})
+	// A change killed between a stats entry and its rule.
+	perCPU := make([]maps.Stats, ebpf.MustPossibleCPU())
+	if err := set.StatsV4.Put(maps.Key4Of(netip.MustParsePrefix("10.9.0.0/16")), perCPU); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir+"/changing", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir + "/changing") })
+	got := scrape(t, Handler(New(dir, func() ([]Interface, error) { return nil, nil }, quiet()), quiet()))
+	checkRules(t, "with a mark", ruleSamples(got), map[string]float64{
+		series("packets", "10.0.0.0/24", "in"):  4,
+		series("bytes", "10.0.0.0/24", "in"):    400,
+		series("packets", "10.0.0.0/24", "out"): 0,
+		series("bytes", "10.0.0.0/24", "out"):   0,
+	})
 }
 
 func TestScrapeErrors(t *testing.T) {

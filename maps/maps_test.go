@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -89,14 +88,12 @@ func pinDir(t *testing.T) string {
 	return dir
 }
 
-// create locks dir and opens or creates the set in it.
+// create makes dir and opens or creates the set in it.
 func create(t *testing.T, dir string, maxRules uint32) *Set {
 	t.Helper()
-	l, _, err := LockDir(dir, true)
-	if err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Unlock()
 	s, err := OpenOrCreate(dir, maxRules)
 	if err != nil {
 		t.Fatal(err)
@@ -110,15 +107,9 @@ func TestPinnedSet(t *testing.T) {
 	if _, err := Open(dir); !errors.Is(err, ErrNotLoaded) {
 		t.Fatalf("Open before any create: %v, want ErrNotLoaded", err)
 	}
-	if _, _, err := LockDir(dir, false); !errors.Is(err, ErrNotLoaded) {
-		t.Fatalf("LockDir without create: %v, want ErrNotLoaded", err)
-	}
 	first := create(t, dir, 1000)
 	if !first.Created {
 		t.Fatal("first OpenOrCreate did not create")
-	}
-	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("pin directory: %v, %v: want root-only", fi.Mode(), err)
 	}
 	again := create(t, dir, 5000)
 	opened, err := Open(dir)
@@ -140,11 +131,11 @@ func TestPinnedSet(t *testing.T) {
 			}
 		}
 	}
-	if err := Remove(dir); err != nil {
+	if err := Unpin(dir); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("pin directory left after Remove: %v", err)
+	if n := Pinned(dir); n != 0 {
+		t.Fatalf("%d maps pinned after Unpin", n)
 	}
 }
 
@@ -199,58 +190,6 @@ func TestOtherVersion(t *testing.T) {
 				t.Fatalf("%d entries in the pin directory, want just the foreign map", len(entries))
 			}
 		})
-	}
-}
-
-// TestConcurrentCreate has many goroutines (each with its own lock file
-// description, as separate processes have) create the set and add a rule
-// at once: one set comes out, holding every rule.
-func TestConcurrentCreate(t *testing.T) {
-	dir := pinDir(t)
-	const n = 8
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Go(func() {
-			l, _, err := LockDir(dir, true)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer l.Unlock()
-			s, err := OpenOrCreate(dir, 100)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer s.Close()
-			_, err = s.Add(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32))
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := create(t, dir, 100)
-	rules, err := s.Rules()
-	if err != nil || len(rules) != n {
-		t.Fatalf("%d rules (%v), want %d", len(rules), err, n)
-	}
-}
-
-func TestNotOnBPFFS(t *testing.T) {
-	testnet.RequireRoot(t)
-	dir := filepath.Join(t.TempDir(), "pins")
-	_, _, err := LockDir(dir, true)
-	if err == nil || !strings.Contains(err.Error(), "not on a BPF filesystem") {
-		t.Fatalf("got %v, want a not-on-bpffs error", err)
-	}
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Fatal("the directory was created anyway")
 	}
 }
 

@@ -250,17 +250,13 @@ func (f family[K]) all() ([]RuleStats, error) {
 //
 // The rules are the tries' (the truth of which rules exist): a stats
 // entry without a rule, left by a change that was killed, is never seen.
-// Such entries exist only while the killed change's mark does (the next
-// change repairs them, then removes it): without a mark the stats tables
-// hold exactly the rules' entries, and EachStats reads them alone, in
-// batches. With one, or for a set that is not pinned, it reads the tries
-// in batches and looks up each rule's stats entry: a system call a rule.
+// With NoOrphans the stats tables hold exactly the rules' entries, and
+// EachStats reads them alone, in batches; without, it reads the tries in
+// batches and looks up each rule's stats entry: a system call a rule.
 func (s *Set) EachStats(fn func(RuleStats)) error {
 	read4, read6 := s.v4().eachStats, s.v6().eachStats
-	if s.Dir != "" {
-		if changing, _ := interrupted(s.Dir); !changing {
-			read4, read6 = s.v4().eachEntry, s.v6().eachEntry
-		}
+	if s.NoOrphans {
+		read4, read6 = s.v4().eachEntry, s.v6().eachEntry
 	}
 	if err := read4(func(k Key4, st Stats) { fn(RuleStats{k.Rule(), st}) }); err != nil {
 		return err
@@ -351,4 +347,39 @@ func sortRules[T any](s []T, rule func(T) Rule) {
 // compareRules orders rules by address, then prefix length.
 func compareRules(a, b Rule) int {
 	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// RemoveOrphans deletes the stats entries that have no rule: those a change
+// that was killed left between writing a rule's stats entry and inserting
+// the rule, or between deleting a rule and its stats entry. It returns how
+// many it deleted.
+func (s *Set) RemoveOrphans() (int, error) {
+	n4, err := removeOrphans(s.v4())
+	if err != nil {
+		return 0, err
+	}
+	n6, err := removeOrphans(s.v6())
+	return n4 + n6, err
+}
+
+func removeOrphans[K key](f family[K]) (int, error) {
+	rules := make(map[K]bool)
+	if err := f.eachRule(func(k K) { rules[k] = true }); err != nil {
+		return 0, err
+	}
+	var orphans []K
+	err := readBatches(f.stats, ebpf.MustPossibleCPU(), func(k K, _ []Stats) {
+		if !rules[k] {
+			orphans = append(orphans, k)
+		}
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read stats: %w", err)
+	}
+	for _, k := range orphans {
+		if err := f.stats.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, fmt.Errorf("delete the stats entry of %s, which has no rule: %w", k.Rule(), err)
+		}
+	}
+	return len(orphans), nil
 }

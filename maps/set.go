@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultPinDir is where the maps are pinned unless --bpffs-pin says otherwise.
@@ -25,6 +24,11 @@ type Set struct {
 	RulesV4, RulesV6, StatsV4, StatsV6 *ebpf.Map
 	// Created is true when this call created and pinned the maps.
 	Created bool
+	// NoOrphans says that every stats entry has its rule: no change was
+	// killed between writing the two, which the pin directory's marks
+	// tell (package pindir sets it). EachStats then reads the stats maps
+	// alone.
+	NoOrphans bool
 }
 
 // Map returns the map of the given name.
@@ -76,7 +80,7 @@ func OpenReadOnly(dir string) (*Set, error) {
 
 // OpenOrCreate opens the pinned set in dir, creating and pinning the maps
 // that are missing, each holding up to maxRules entries. The caller must
-// hold the directory's exclusive Lock.
+// hold the pin directory's exclusive lock (package pindir).
 func OpenOrCreate(dir string, maxRules uint32) (*Set, error) { return open(dir, maxRules, nil) }
 
 // Create makes a set of unpinned maps, each holding up to maxRules
@@ -157,25 +161,21 @@ func (s *Set) setMap(name string, m *ebpf.Map) {
 	}
 }
 
-// Remove unpins the maps and removes the pin directory if nothing else is
-// left in it. The caller must hold the directory's exclusive Lock, and
-// should have marked the removal (Lock.BeginRemove), so that a removal
-// that is killed half-way is completed by the next change.
-func Remove(dir string) error {
-	if err := Unpin(dir); err != nil {
-		return err
+// Pinned reports how many of the four maps are pinned in dir: 0 or 4 but
+// for the remains of a change that was killed while it created or removed
+// the set.
+func Pinned(dir string) int {
+	n := 0
+	for _, name := range Names {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			n++
+		}
 	}
-	if err := unmark(dir); err != nil {
-		return err
-	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
-		return fmt.Errorf("remove pin directory: %w", err)
-	}
-	return nil
+	return n
 }
 
 // Unpin removes the pins of the maps, leaving the pin directory. The caller
-// must hold the directory's exclusive Lock.
+// must hold the pin directory's exclusive lock (package pindir).
 func Unpin(dir string) error {
 	for _, n := range Names {
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -1,4 +1,4 @@
-package maps
+package pindir
 
 import (
 	"errors"
@@ -6,37 +6,39 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/maps"
 )
 
-// Lock is a flock on a pin directory: exclusive for a command that changes
-// the maps or the attachments, shared for one that only reads them. A
-// reader therefore never sees a set being created, filled or removed: it
-// waits for the change to end and sees all of it or none of it.
+// Lock is a flock on a pin directory: exclusive for a change of the maps
+// or the attachments, shared for a reader. A reader therefore never sees a
+// set being created, filled or removed: it waits for the change to end and
+// sees all of it or none of it.
 type Lock struct {
 	f   *os.File
 	dir string
 }
 
-// LockDir takes the exclusive lock on dir, waiting for other holders. With
-// create, a missing dir is made (root-only) first, and the BPF filesystem is
-// mounted at /sys/fs/bpf if dir lies under it and nothing is mounted there
-// yet; mounted reports that. Without create, a missing dir gives
-// ErrNotLoaded.
-func LockDir(dir string, create bool) (l *Lock, mounted bool, err error) {
+// Exclusive takes the exclusive lock on dir, waiting for other holders.
+// With create, a missing dir is made (root-only) first, and the BPF
+// filesystem is mounted at /sys/fs/bpf if dir lies under it and nothing is
+// mounted there yet; mounted reports that. Without create, a missing dir
+// gives an error wrapping maps.ErrNotLoaded.
+func Exclusive(dir string, create bool) (l *Lock, mounted bool, err error) {
 	if create {
 		if mounted, err = ensureBPFFS(dir); err != nil {
 			return nil, false, err
 		}
 	}
-	l, err = lockDir(dir, unix.LOCK_EX, create)
+	l, err = lock(dir, unix.LOCK_EX, create)
 	return l, mounted, err
 }
 
-// RLockDir takes the shared lock on dir, waiting while a change holds the
-// exclusive one. A missing dir gives ErrNotLoaded.
-func RLockDir(dir string) (*Lock, error) { return lockDir(dir, unix.LOCK_SH, false) }
+// Shared takes the shared lock on dir, waiting while a change holds the
+// exclusive one. A missing dir gives an error wrapping maps.ErrNotLoaded.
+func Shared(dir string) (*Lock, error) { return lock(dir, unix.LOCK_SH, false) }
 
-func lockDir(dir string, how int, create bool) (*Lock, error) {
+func lock(dir string, how int, create bool) (*Lock, error) {
 	for {
 		made := false
 		if create {
@@ -53,8 +55,11 @@ func lockDir(dir string, how int, create bool) (*Lock, error) {
 			}
 		}
 		f, err := os.Open(dir)
-		if errors.Is(err, os.ErrNotExist) && !create {
-			return nil, fmt.Errorf("%w in %s", ErrNotLoaded, dir)
+		if errors.Is(err, os.ErrNotExist) {
+			if !create {
+				return nil, fmt.Errorf("%w in %s", maps.ErrNotLoaded, dir)
+			}
+			continue // a last unload removed it after the Mkdir
 		}
 		if err != nil {
 			return nil, fmt.Errorf("open pin directory: %w", err)

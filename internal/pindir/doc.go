@@ -1,0 +1,86 @@
+// Package pindir owns the change of traffic_meter's pin directory: the
+// directory on the BPF filesystem that holds the pinned maps (package
+// maps) and the pins of the attachments (package attach, in links/).
+// It is the one place where the order of a change's steps, what a kill
+// at each step leaves and what repairs it are decided.
+//
+// A change (load, unload, add, del, import, restore) runs in Change. It
+// holds the directory's exclusive flock; the readers (list, stats,
+// status, save, each reading of stats --watch, each scrape of the
+// exporter) run in Read, under the shared flock, over the maps opened
+// read-only. A reader therefore sees a change whole or not at all, and
+// never a set being created or removed. SIGINT and SIGTERM are the
+// commands' business (package cli): they undo what they did, and end the
+// change.
+//
+// Against SIGKILL, crashes and power cuts, a change makes the mark
+// "changing" (an empty directory: bpffs holds no regular files) before its
+// first step and removes it when it is whole, and orders its steps so that
+// a kill after any of them leaves a state that the next change repairs
+// when it finds the mark, before its own work. The steps, in order:
+//
+//	step                                   a SIGKILL after it leaves           who repairs it
+//	-------------------------------------  ----------------------------------  ------------------------------------
+//	every change:
+//	 lock; create the directory, mount     an empty directory                  the next change uses it; its tidy
+//	 bpffs at /sys/fs/bpf if need be                                           removes it if still empty
+//	 repair (below)                        part of the repair, the mark kept   the next change repeats it
+//	 mark "changing"                       the mark alone                      the next change: nothing to repair
+//	 the command's steps (below)           see below                           see below
+//	 remove the marks                      a whole change                      -
+//	 tidy: remove links/ and the           an empty directory                  the next change's tidy
+//	 directory if empty
+//	create the set (first load, add,
+//	import or restore):
+//	 create and pin the 4 maps, one by     1 to 3 maps pinned                  repair: unpins them; readers see
+//	 one                                                                       no maps (maps.ErrNotLoaded)
+//	add, import, restore, each new rule:
+//	 its stats entry (zero or saved)       a stats entry without a rule        repair: deletes it; readers never
+//	                                                                           show it (rules come from the tries)
+//	 the rule, into its trie               the rule, whole; a re-run of        -
+//	                                       import or restore completes it
+//	del, and the undo of import and
+//	restore:
+//	 the rule out of its trie              a stats entry without a rule        repair: deletes it
+//	 its stats entry                       -                                   -
+//	load, XDP or TCX bpf_link:
+//	 attach with a new link                nothing: a link not pinned closes   -
+//	                                       with the process, detaching
+//	 pin the link                          a whole attachment                  -
+//	load, XDP through netlink:
+//	 pin the program                       a pin of a program attached         every change prunes the pin
+//	                                       nowhere                             (attach.Prune); readers ignore it
+//	 attach it                             a whole attachment                  -
+//	 (an older version attached, then      our program attached without a pin repair: pins it (attach.Adopt)
+//	 pinned)
+//	load, TC egress through clsact:
+//	 pin the program                       a pin of a program attached         every change prunes the pin
+//	                                       nowhere
+//	 record, then make, the clsact         that pin, the record, maybe an      every change prunes the pin, deletes
+//	 qdisc (if the interface has none)     empty clsact qdisc                  the qdisc it made if no filter is
+//	                                                                           on it, and the record
+//	 add the cls_bpf filter                a whole attachment                  -
+//	unload, each attachment:
+//	 detach (TC: the filter, then the      a pin of an attachment that is      every change prunes the pin
+//	 clsact qdisc we made if unused)       gone
+//	 remove its pin                        -                                   -
+//	unload, after the last attachment
+//	(Dir.RemoveIfUnused):
+//	 mark "removing"                       the marks and a whole set           repair: "removing" and no attachment:
+//	 remove links/                         the marks and a whole set           unpins the set; the change's tidy
+//	 unpin the 4 maps, one by one          the marks and 0 to 3 maps           removes the directory
+//	 remove the marks, the directory       an empty directory                  the next change's tidy
+//
+// The repair (repair, its decision in decide) also prunes the pins of
+// attachments that are gone when no change was killed: an interface or
+// network namespace deleted while loaded. Readers show rules from the
+// tries only, so a repair that has not run yet hides nothing that counts
+// and shows nothing that does not; while a mark is there, a reader of
+// every rule reads the tries, not the stats maps alone
+// (maps.Set.NoOrphans).
+//
+// tests/crash_test.go kills each changing command at each of its bpf,
+// mkdirat and unlinkat system calls, and at random times, and checks
+// after each kill that the readers agree and that the next change repairs
+// everything.
+package pindir
