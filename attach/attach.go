@@ -263,9 +263,8 @@ func (a *Attachment) attachLink(dir string, prog *ebpf.Program) error {
 	return a.pinLink(dir, l)
 }
 
-// pinLink pins the new link l of a and closes it. A link that is not
-// pinned goes away with the command, so a kill before the pin leaves
-// nothing attached.
+// pinLink pins the new link l of a and closes it (crash steps:
+// internal/pindir/doc.go).
 func (a *Attachment) pinLink(dir string, l link.Link) error {
 	defer l.Close()
 	a.pin = filepath.Join(LinksDir(dir), a.pinName())
@@ -281,9 +280,8 @@ func (a *Attachment) pinLink(dir string, l link.Link) error {
 	return nil
 }
 
-// attachNetlink pins the program, then attaches it: a kill in between
-// leaves a pin of a program that is not attached, which Prune removes,
-// never an attachment of ours without a pin.
+// attachNetlink pins the program, then attaches it (crash steps:
+// internal/pindir/doc.go).
 func (a *Attachment) attachNetlink(dir string, ifc *Interface, prog *ebpf.Program) error {
 	a.Netlink = true
 	info, err := prog.Info()
@@ -312,8 +310,8 @@ func (m Mode) netlinkFlag() int {
 }
 
 // Detach detaches the program from the interface of a, in whichever
-// network namespace the interface is, and then removes its pin: a kill in
-// between leaves a pin of an attachment that is gone, which Prune removes.
+// network namespace the interface is, and then removes its pin (crash
+// steps: internal/pindir/doc.go).
 func Detach(a *Attachment) error {
 	if a.Direction == Egress {
 		return detachTC(a)

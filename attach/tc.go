@@ -116,10 +116,8 @@ func (a *Attachment) attachTCX(dir string, prog *ebpf.Program) error {
 }
 
 // attachClsact pins the program, creates the clsact qdisc if the interface
-// has none (recording that it is ours first), then adds our filter. Every
-// prefix of these steps leaves something the next command repairs: a pin
-// without a filter is stale and pruned, and so is the marker of a qdisc
-// that carries no filter.
+// has none (recording that it is ours first), then adds our filter (crash
+// steps: internal/pindir/doc.go).
 func (a *Attachment) attachClsact(dir string, ifc *Interface, prog *ebpf.Program) (err error) {
 	info, err := prog.Info()
 	if err != nil {
@@ -226,8 +224,8 @@ func (a *Attachment) tidyClsact(dir string) {
 }
 
 // detachTC detaches an egress attachment, in whichever network namespace
-// its interface is, then removes its pin: a kill in between leaves a pin
-// of an attachment that is gone, which Prune removes.
+// its interface is, then removes its pin (crash steps:
+// internal/pindir/doc.go).
 func detachTC(a *Attachment) error {
 	if a.TC == TCX {
 		if err := a.detachLink(); err != nil {

@@ -15,11 +15,11 @@ import (
 )
 
 // AddRules adds many rules at once, as Add adds one: a rule the trie lacks
-// gets a fresh stats entry with zero counters (replacing any stats entry a
-// crash left without its rule), then enters the trie; a rule the trie holds
-// is left as it is, counters and all. A rule may be given more than once.
-// It returns how many rules were new. The caller must hold the pin
-// directory's Lock.
+// gets a fresh stats entry with zero counters (replacing any left without
+// its rule), then enters the trie (crash steps: internal/pindir/doc.go); a
+// rule the trie holds is left as it is, counters and all. A rule may be
+// given more than once. It returns how many rules were new. The caller
+// must hold the pin directory's exclusive lock.
 //
 // It is all or nothing: when anything fails, a full map included, or ctx is
 // cancelled, the rules this call inserted and their stats entries are

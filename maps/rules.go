@@ -39,8 +39,9 @@ func (s *Set) v4() family[Key4] { return family[Key4]{s.RulesV4, s.StatsV4, Key4
 func (s *Set) v6() family[Key6] { return family[Key6]{s.RulesV6, s.StatsV6, Key6Of} }
 
 // Add adds a rule: first its zero stats entry, then the rule, so that the
-// XDP program never matches a rule it cannot count. A rule that exists (is
-// in the trie) keeps its counters; added reports whether the rule is new.
+// XDP program never matches a rule it cannot count (what a kill between
+// leaves: the table in internal/pindir/doc.go). A rule that exists (is in
+// the trie) keeps its counters; added reports whether the rule is new.
 func (s *Set) Add(r Rule) (added bool, err error) {
 	if r.Addr().Is4() {
 		return s.v4().add(r)

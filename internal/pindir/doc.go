@@ -24,7 +24,7 @@
 //	every change:
 //	 lock; create the directory, mount     an empty directory                  the next change uses it; its tidy
 //	 bpffs at /sys/fs/bpf if need be                                           removes it if still empty
-//	 repair (below)                        part of the repair, the mark kept   the next change repeats it
+//	 repair (see below the table)          part of the repair, the mark kept   the next change repeats it
 //	 mark "changing"                       the mark alone                      the next change: nothing to repair
 //	 the command's steps (below)           see below                           see below
 //	 remove the marks                      a whole change                      -
@@ -51,7 +51,7 @@
 //	 pin the program                       a pin of a program attached         every change prunes the pin
 //	                                       nowhere                             (attach.Prune); readers ignore it
 //	 attach it                             a whole attachment                  -
-//	 (an older version attached, then      our program attached without a pin repair: pins it (attach.Adopt)
+//	 (an older version attached, then      our program attached, no pin        repair: pins it (attach.Adopt)
 //	 pinned)
 //	load, TC egress through clsact:
 //	 pin the program                       a pin of a program attached         every change prunes the pin
