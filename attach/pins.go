@@ -1,5 +1,17 @@
 package attach
 
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
 // Every attachment is pinned in the links subdirectory of the pin
 // directory, so that it outlives the command that made it and so that any
 // later command, in any network namespace, knows which interfaces are
@@ -20,18 +32,6 @@ package attach
 // dots in names; interface names never hold colons). Interface indexes
 // are only unique within a network namespace, hence the namespace's
 // inode.
-
-import (
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-)
 
 // Attachment is the program attached to one interface.
 type Attachment struct {
