@@ -28,15 +28,15 @@ const (
 )
 
 // filterPriority is the priority of our cls_bpf filters on the clsact
-// qdisc. The kernel picks each filter's handle, so that
-// other filters, another pin directory's included, may share the priority;
-// ours is found by its program's ID.
+// qdisc. The kernel picks each filter's handle, so that other filters,
+// another pin directory's included, may share the priority; ours is found
+// by its program's ID.
 const filterPriority = 0xc7a6
 
 // tc is the TC hook of one direction: tcx is the TCX attach type of that
-// direction, parent the parent handle of its filters on the clsact qdisc. TC programs and filters run one after the other, and ours
-// returns "continue" (TC_ACT_UNSPEC or TCX_NEXT), so others may share the
-// hook.
+// direction, parent the parent handle of its filters on the clsact qdisc.
+// TC programs and filters run one after the other, and ours returns
+// "continue" (TC_ACT_UNSPEC or TCX_NEXT), so others may share the hook.
 type tc struct {
 	tcx    ebpf.AttachType
 	parent uint32
