@@ -70,7 +70,7 @@ func adopt(dir string, p *ebpf.Program, l netlink.Link, ns uint64, mapIDs []ebpf
 	if l.Attrs().Xdp.AttachMode == xdpAttachedSKB {
 		mode = Generic
 	}
-	a := &Attachment{Ifname: l.Attrs().Name, Ifindex: l.Attrs().Index, Mode: mode, Netlink: true, Direction: Ingress, netns: ns}
+	a := &Attachment{Ifname: l.Attrs().Name, Ifindex: l.Attrs().Index, Kind: Kind{Point: Point{XDP, Ingress}, Method: Netlink, Mode: mode}, netns: ns}
 	a.ProgID, _ = info.ID()
 	a.pin = filepath.Join(LinksDir(dir), a.pinName())
 	if err := p.Pin(a.pin); err != nil && !errors.Is(err, unix.EEXIST) {

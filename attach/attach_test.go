@@ -12,38 +12,12 @@ import (
 	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
-func TestPinName(t *testing.T) {
-	for _, a := range []Attachment{
-		{Ifname: "eth0", Ifindex: 2, Mode: Native, Direction: Ingress, netns: 4026531840},
-		{Ifname: "eth0.100", Ifindex: 7, Mode: Generic, Direction: Ingress, netns: 1},
-		{Ifname: "my_veth-1", Ifindex: 12, Mode: Native, Netlink: true, Direction: Ingress, netns: 2},
-		{Ifname: "eth0", Ifindex: 2, Direction: Egress, TC: TCX, netns: 4026531840},
-		{Ifname: "my_veth.7", Ifindex: 12, Direction: Egress, TC: Clsact, Netlink: true, netns: 2},
-	} {
-		name := a.pinName()
-		got, ok := parsePin(name)
-		if !ok || *got != a {
-			t.Errorf("pin %q reads back as %+v, %v; want %+v", name, got, ok, a)
-		}
-	}
-	for _, name := range []string{"rules_v4", "link_turbo_1_2_x", "link_native_x_2_y", "prog_native_1_2",
-		"tcx_egress_1_2", "tc_egress_x_2_y", "tcx_ingress_1_2_y", "clsact_1_2"} {
-		if _, ok := parsePin(name); ok {
-			t.Errorf("parsePin(%q) accepted it", name)
-		}
-	}
-}
-
 // TestAttach attaches a program to a veth with each method, lists and
 // detaches it. On a kernel without XDP bpf_links the bpf_link case tests
 // its fallback, netlink, instead, and says so.
 func TestAttach(t *testing.T) {
-	for _, m := range []Method{"", Link, Netlink} {
-		name := string(m)
-		if m == "" {
-			name = "auto"
-		}
-		t.Run(name, func(t *testing.T) { testAttach(t, m) })
+	for _, m := range []Method{Auto, Link, Netlink} {
+		t.Run(string(m), func(t *testing.T) { testAttach(t, m) })
 	}
 }
 
@@ -64,12 +38,12 @@ func testAttach(t *testing.T, m Method) {
 		if err != nil {
 			return err
 		}
-		a, err := Attach(dir, ifc, prog, Options{Mode: Generic, Method: m})
+		a, err := Attach(dir, ifc, Point{XDP, Ingress}, prog, Options{Mode: Generic, Method: m})
 		if err != nil {
 			return err
 		}
-		if a.Netlink != wantNetlink {
-			t.Errorf("attached with netlink %v, want %v", a.Netlink, wantNetlink)
+		if (a.Method == Netlink) != wantNetlink {
+			t.Errorf("attached with %s, want netlink %v", a.Method, wantNetlink)
 		}
 		all, err := List(dir)
 		if err != nil {

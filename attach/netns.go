@@ -1,13 +1,49 @@
 package attach
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
+
+// Interface is a network interface of the caller's network namespace.
+type Interface struct {
+	Name  string
+	Index int
+	// XDPProg is the ID of the XDP program the interface carries, if any.
+	XDPProg ebpf.ProgramID
+
+	netns uint64
+	link  netlink.Link
+}
+
+// LookupInterface finds an interface by name in the caller's network
+// namespace.
+func LookupInterface(name string) (*Interface, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil, fmt.Errorf("no interface %q in this network namespace: check the name with 'ip link'", name)
+		}
+		return nil, fmt.Errorf("look up interface %q: %w", name, err)
+	}
+	ns, err := netnsInode("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	ifc := &Interface{Name: name, Index: l.Attrs().Index, netns: ns, link: l}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		ifc.XDPProg = ebpf.ProgramID(x.ProgId)
+	}
+	return ifc, nil
+}
 
 // netnsInode returns the inode of the network namespace file at path, such
 // as /proc/thread-self/ns/net for the calling thread's.

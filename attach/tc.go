@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -15,18 +14,8 @@ import (
 	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
-// Direction is the traffic an attachment counts.
-type Direction string
-
-// The directions.
-const (
-	// Ingress counts the frames an interface receives, with XDP.
-	Ingress Direction = "ingress"
-	// Egress counts the frames an interface sends, with TC.
-	Egress Direction = "egress"
-)
-
-// TCPath is how a TC program is attached.
+// TCPath is how a TC program is attached, by name: the TC form of a
+// Method, as the --tc flag and status name it.
 type TCPath string
 
 // The TC paths.
@@ -38,33 +27,46 @@ const (
 	Clsact TCPath = "clsact"
 )
 
-// filterPriority is the priority of our cls_bpf filters on the egress hook
-// of the clsact qdisc. The kernel picks each filter's handle, so that
-// other filters, another pin directory's included, may share the priority;
-// ours is found by its program's ID.
+// filterPriority is the priority of our cls_bpf filters on the clsact
+// qdisc. The kernel picks each filter's handle, so that other filters,
+// another pin directory's included, may share the priority; ours is found
+// by its program's ID.
 const filterPriority = 0xc7a6
 
-// tcPinPrefix is how the pin names of TC attachments begin: the TCX link,
-// or the program of the clsact filter.
-var tcPinPrefix = map[TCPath]string{TCX: "tcx_egress_", Clsact: "tc_egress_"}
-
-// tcPinName names the pin of an egress attachment:
-//
-//	<tcx|tc>_egress_<netns inode>_<ifindex>_<ifname>
-func (a *Attachment) tcPinName() string {
-	return tcPinPrefix[a.TC] + a.pinTail()
+// tc is the TC hook of one direction: tcx is the TCX attach type of that
+// direction, parent the parent handle of its filters on the clsact qdisc.
+// TC programs and filters run one after the other, and ours returns
+// "continue" (TC_ACT_UNSPEC or TCX_NEXT), so others may share the hook.
+type tc struct {
+	tcx    ebpf.AttachType
+	parent uint32
 }
 
-// parseTCPin reads an egress attachment back from its pin's name.
-func parseTCPin(name string) (*Attachment, bool) {
-	for path, prefix := range tcPinPrefix {
-		if tail, ok := strings.CutPrefix(name, prefix); ok {
-			a := &Attachment{Direction: Egress, TC: path, Netlink: path == Clsact}
-			return a, a.parsePinTail(tail)
-		}
+// tcPaths are the TC paths, each the way a method attaches at TC.
+var tcPaths = map[Method]TCPath{Link: TCX, Netlink: Clsact}
+
+// tcPinMethods begin the names of TC pins: a TCX link, or the program of
+// a clsact filter.
+var tcPinMethods = map[Method]string{Link: "tcx", Netlink: "tc"}
+
+// tcWays say how each method attaches at TC, in words.
+var tcWays = map[Method]string{Link: "TCX bpf_link", Netlink: "cls_bpf filter on clsact, netlink"}
+
+func (tc) kinds(p Point) []Kind {
+	var ks []Kind
+	for m := range tcPaths {
+		ks = append(ks, Kind{Point: p, Method: m})
 	}
-	return nil, false
+	return ks
 }
+
+// pinPrefix is <tcx|tc>_<direction>.
+func (tc) pinPrefix(k Kind) string { return tcPinMethods[k.Method] + "_" + string(k.Direction) }
+
+func (tc) describe(k Kind) (mode, how string) { return string(tcPaths[k.Method]), tcWays[k.Method] }
+
+// free accepts every interface: TC programs share the hook.
+func (tc) free(*Interface) error { return nil }
 
 // clsactMarker is the directory that records, beside the pins, that we
 // created the clsact qdisc of an interface, so that we delete it once our
@@ -73,16 +75,9 @@ func (a *Attachment) clsactMarker(dir string) string {
 	return filepath.Join(LinksDir(dir), fmt.Sprintf("clsact_%d_%d", a.netns, a.Ifindex))
 }
 
-// AttachEgress attaches a TC program to the egress of ifc, after whatever
-// other TC programs and filters it has, and pins the attachment in dir. It
-// uses TCX where the kernel has it (kernel.Probe), else (or when o.TC says
-// so) a clsact qdisc and a cls_bpf filter.
-func AttachEgress(dir string, ifc *Interface, prog *ebpf.Program, o Options) (*Attachment, error) {
-	if err := os.MkdirAll(LinksDir(dir), 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", LinksDir(dir), err)
-	}
+func (h tc) attach(dir string, ifc *Interface, p Point, prog *ebpf.Program, o Options) (*Attachment, error) {
 	path := o.TC
-	if path == "" {
+	if !forced(path) {
 		f, err := kernel.Probe()
 		if err != nil {
 			return nil, err
@@ -92,45 +87,53 @@ func AttachEgress(dir string, ifc *Interface, prog *ebpf.Program, o Options) (*A
 			path = TCX
 		}
 	}
-	a := &Attachment{Ifname: ifc.Name, Ifindex: ifc.Index, Direction: Egress, TC: path, Netlink: path == Clsact, netns: ifc.netns}
-	if path == TCX {
-		if err := a.attachTCX(dir, prog); err != nil {
-			return nil, fmt.Errorf("attach to the egress of %s with TCX: %w", ifc.Name, err)
+	method, err := path.method()
+	if err != nil {
+		return nil, err
+	}
+	a := newAttachment(dir, ifc, Kind{Point: p, Method: method})
+	if method == Link {
+		if err := a.attachTCX(h, prog); err != nil {
+			return nil, fmt.Errorf("attach to the %s of %s with TCX: %w", p.Direction, ifc.Name, err)
 		}
 		return a, nil
 	}
-	if err := a.attachClsact(dir, ifc, prog); err != nil {
-		return nil, fmt.Errorf("attach to the egress of %s with a cls_bpf filter: %w", ifc.Name, err)
+	if err := a.attachClsact(h, dir, ifc, prog); err != nil {
+		return nil, fmt.Errorf("attach to the %s of %s with a cls_bpf filter: %w", p.Direction, ifc.Name, err)
 	}
 	return a, nil
 }
 
-// attachTCX attaches with a TCX link, last of the interface's egress
-// programs, then pins the link.
-func (a *Attachment) attachTCX(dir string, prog *ebpf.Program) error {
-	l, err := link.AttachTCX(link.TCXOptions{Program: prog, Interface: a.Ifindex, Attach: ebpf.AttachTCXEgress})
+// method returns the method of the TC path p.
+func (p TCPath) method() (Method, error) {
+	for m, q := range tcPaths {
+		if q == p {
+			return m, nil
+		}
+	}
+	return "", fmt.Errorf("no TC path %q", p)
+}
+
+// attachTCX attaches with a TCX link, last of the interface's programs at
+// h, then pins the link.
+func (a *Attachment) attachTCX(h tc, prog *ebpf.Program) error {
+	l, err := link.AttachTCX(link.TCXOptions{Program: prog, Interface: a.Ifindex, Attach: h.tcx})
 	if err != nil {
 		return err
 	}
-	return a.pinLink(dir, l)
+	return a.pinLink(l)
 }
 
 // attachClsact pins the program, creates the clsact qdisc if the interface
-// has none (recording that it is ours first), then adds our filter (crash
-// steps: internal/pindir/doc.go).
-func (a *Attachment) attachClsact(dir string, ifc *Interface, prog *ebpf.Program) (err error) {
-	info, err := prog.Info()
-	if err != nil {
+// has none (recording that it is ours first), then adds our filter at h
+// (crash steps: internal/pindir/doc.go).
+func (a *Attachment) attachClsact(h tc, dir string, ifc *Interface, prog *ebpf.Program) (err error) {
+	if err := a.pinProgram(prog); err != nil {
 		return err
-	}
-	a.ProgID, _ = info.ID()
-	a.pin = filepath.Join(LinksDir(dir), a.tcPinName())
-	if err := prog.Pin(a.pin); err != nil {
-		return fmt.Errorf("pin the program: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			a.tidyClsact(dir)
+			h.tidy(a, dir)
 			os.Remove(a.pin)
 		}
 	}()
@@ -147,7 +150,7 @@ func (a *Attachment) attachClsact(dir string, ifc *Interface, prog *ebpf.Program
 		}
 	}
 	f := &netlink.BpfFilter{
-		FilterAttrs: netlink.FilterAttrs{LinkIndex: ifc.Index, Parent: netlink.HANDLE_MIN_EGRESS,
+		FilterAttrs: netlink.FilterAttrs{LinkIndex: ifc.Index, Parent: h.parent,
 			Priority: filterPriority, Protocol: unix.ETH_P_ALL},
 		Fd: prog.FD(), Name: "traffic_meter", DirectAction: true,
 	}
@@ -176,33 +179,33 @@ func hasClsact(l netlink.Link) (bool, error) {
 	return false, nil
 }
 
-// ourFilters returns the egress filters of interface ifindex that run the
-// program id.
-func ourFilters(ifindex int, id ebpf.ProgramID) ([]netlink.Filter, error) {
-	l, err := netlink.LinkByIndex(ifindex)
+// ourFilters returns the filters of the interface of a at h that run the
+// program of a.
+func (h tc) ourFilters(a *Attachment) ([]netlink.Filter, error) {
+	l, err := netlink.LinkByIndex(a.Ifindex)
 	if err != nil {
 		return nil, err
 	}
-	fs, err := netlink.FilterList(l, netlink.HANDLE_MIN_EGRESS)
+	fs, err := netlink.FilterList(l, h.parent)
 	if err != nil {
-		return nil, fmt.Errorf("list the egress filters of %s: %w", l.Attrs().Name, err)
+		return nil, fmt.Errorf("list the %s filters of %s: %w", a.Direction, l.Attrs().Name, err)
 	}
 	var ours []netlink.Filter
 	for _, f := range fs {
-		if b, ok := f.(*netlink.BpfFilter); ok && ebpf.ProgramID(b.Id) == id {
+		if b, ok := f.(*netlink.BpfFilter); ok && ebpf.ProgramID(b.Id) == a.ProgID {
 			ours = append(ours, f)
 		}
 	}
 	return ours, nil
 }
 
-// tidyClsact deletes the clsact qdisc we created on a's interface if no
-// filter uses it any more, and forgets that we created it. It runs in the
-// interface's network namespace; the marker goes even when that namespace
-// is gone.
-func (a *Attachment) tidyClsact(dir string) {
+// tidy deletes the clsact qdisc we created on a's interface if no filter
+// uses it any more, in either direction, and forgets that we created it.
+// It runs in the interface's network namespace; the marker goes even when
+// that namespace is gone.
+func (tc) tidy(a *Attachment, dir string) {
 	marker := a.clsactMarker(dir)
-	if a.TC != Clsact {
+	if a.Method != Netlink {
 		return
 	}
 	if _, err := os.Stat(marker); err != nil {
@@ -223,42 +226,38 @@ func (a *Attachment) tidyClsact(dir string) {
 	os.Remove(marker)
 }
 
-// detachTC detaches an egress attachment, in whichever network namespace
-// its interface is, then removes its pin (crash steps:
-// internal/pindir/doc.go).
-func detachTC(a *Attachment) error {
-	if a.TC == TCX {
+func (h tc) detach(a *Attachment) error {
+	if a.Method == Link {
 		if err := a.detachLink(); err != nil {
-			return fmt.Errorf("detach from the egress of %s: %w", a.Ifname, err)
+			return fmt.Errorf("detach from the %s of %s: %w", a.Direction, a.Ifname, err)
 		}
-	} else {
-		_, err := inNetns(a.netns, func() error {
-			fs, err := ourFilters(a.Ifindex, a.ProgID)
-			var nf netlink.LinkNotFoundError
-			if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
-				return nil // the interface is gone, and our filter with it
-			}
-			if err != nil {
-				return err
-			}
-			for _, f := range fs {
-				if err := netlink.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
-					return fmt.Errorf("delete the egress filter of %s: %w", a.Ifname, err)
-				}
-			}
-			return nil
-		})
+		return nil
+	}
+	_, err := inNetns(a.netns, func() error {
+		fs, err := h.ourFilters(a)
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil // the interface is gone, and our filter with it
+		}
 		if err != nil {
 			return err
 		}
-		a.tidyClsact(filepath.Dir(filepath.Dir(a.pin)))
+		for _, f := range fs {
+			if err := netlink.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete the %s filter of %s: %w", a.Direction, a.Ifname, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	return a.unpin()
+	h.tidy(a, filepath.Dir(filepath.Dir(a.pin)))
+	return nil
 }
 
-// checkTC is check for an egress attachment.
-func (a *Attachment) checkTC() (live bool, err error) {
-	if a.TC == TCX {
+func (h tc) check(a *Attachment) (live bool, err error) {
+	if a.Method == Link {
 		info, err := a.linkInfo()
 		if err != nil {
 			return false, err
@@ -278,7 +277,7 @@ func (a *Attachment) checkTC() (live bool, err error) {
 		return false, err
 	}
 	found, err := inNetns(a.netns, func() error {
-		fs, err := ourFilters(a.Ifindex, a.ProgID)
+		fs, err := h.ourFilters(a)
 		var nf netlink.LinkNotFoundError
 		switch {
 		case errors.As(err, &nf) || errors.Is(err, unix.ENODEV):
@@ -298,7 +297,7 @@ func (a *Attachment) checkTC() (live bool, err error) {
 	switch {
 	case errors.Is(err, unix.EPERM):
 		// Not allowed into the namespace (an exporter without
-		// CAP_SYS_ADMIN): trust the pin, as check does.
+		// CAP_SYS_ADMIN): trust the pin, as the XDP hook does.
 		return true, nil
 	case !found:
 		return false, err // the namespace is gone, and its interfaces with it

@@ -34,7 +34,7 @@ func TestAttachEgress(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				a, err := AttachEgress(dir, ifc, prog, Options{TC: path})
+				a, err := Attach(dir, ifc, Point{TC, Egress}, prog, Options{TC: path})
 				if err != nil {
 					return err
 				}
@@ -42,7 +42,7 @@ func TestAttachEgress(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if len(all) != 1 || all[0].Direction != Egress || all[0].TC != path || all[0].ProgID != a.ProgID || all[0].Ifname != pair.Dev[0] {
+				if len(all) != 1 || all[0].Direction != Egress || all[0].Describe().Mode != string(path) || all[0].ProgID != a.ProgID || all[0].Ifname != pair.Dev[0] {
 					t.Errorf("listed %+v, want the %s egress attachment of program %d to %s", all, path, a.ProgID, pair.Dev[0])
 				}
 				if n, err := kernelEgress(ifc); err != nil || n != 1 {

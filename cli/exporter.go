@@ -47,10 +47,8 @@ func (e *ExporterCmd) Run(c *Context) error {
 		all, err := attach.List(c.Dir)
 		out := make([]exporter.Interface, len(all))
 		for i, a := range all {
-			out[i] = exporter.Interface{Name: a.Ifname, Direction: string(a.Direction), Mode: string(a.Mode)}
-			if a.Direction == attach.Egress {
-				out[i].Mode = string(a.TC)
-			}
+			d := a.Describe()
+			out[i] = exporter.Interface{Name: a.Ifname, Direction: d.Direction, Mode: d.Mode}
 		}
 		return out, err
 	}

@@ -69,13 +69,23 @@ func (c *Context) interrupted(undone string) error {
 
 // LoadCmd attaches the program to an interface.
 type LoadCmd struct {
-	Dev       string `name:"dev" required:"" placeholder:"IF" help:"Interface to count on."`
-	Direction string `name:"direction" enum:"ingress,egress,both" default:"ingress" help:"Traffic to count: what IF receives (ingress, with XDP), what it sends (egress, with TC) or both."`
-	Object    string `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program, for ingress; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
-	Mode      string `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
-	Attach    string `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach XDP: with a pinned bpf_link (Linux 5.9), through netlink, or auto (link, else netlink)."`
-	TC        string `name:"tc" enum:"auto,tcx,clsact" default:"auto" help:"How to attach to egress: with a pinned TCX bpf_link (Linux 6.6), with a cls_bpf filter on a clsact qdisc, or auto (tcx, else clsact)."`
+	Dev       string        `name:"dev" required:"" placeholder:"IF" help:"Interface to count on."`
+	Direction string        `name:"direction" enum:"ingress,egress,both" default:"ingress" help:"Traffic to count: what IF receives (ingress, with XDP), what it sends (egress, with TC) or both."`
+	Object    string        `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program, for ingress; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
+	Mode      attach.Mode   `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
+	Attach    attach.Method `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach XDP: with a pinned bpf_link (Linux 5.9), through netlink, or auto (link, else netlink)."`
+	TC        attach.TCPath `name:"tc" enum:"auto,tcx,clsact" default:"auto" help:"How to attach to egress: with a pinned TCX bpf_link (Linux 6.6), with a cls_bpf filter on a clsact qdisc, or auto (tcx, else clsact)."`
 	Capacity
+}
+
+// counters are, for each direction, the attach point where load counts it
+// and the program that counts there.
+var counters = map[attach.Direction]struct {
+	at      attach.Point
+	program func(kernel.Features) prog.Hook
+}{
+	attach.Ingress: {attach.Point{Hook: attach.XDP, Direction: attach.Ingress}, prog.XDPHook},
+	attach.Egress:  {attach.Point{Hook: attach.TC, Direction: attach.Egress}, prog.TCHook},
 }
 
 // directions returns the directions a --direction flag names.
@@ -115,10 +125,8 @@ func (l *LoadCmd) Run(c *Context) error {
 				fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
 				continue
 			}
-			if d == attach.Ingress {
-				if err := ifc.CheckFree(); err != nil {
-					return err
-				}
+			if err := ifc.CheckFree(counters[d].at); err != nil {
+				return err
 			}
 			todo = append(todo, d)
 		}
@@ -188,55 +196,19 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, se
 		if f, err = kernel.Probe(); err != nil {
 			return nil, err
 		}
-		hook := prog.XDPHook(f)
-		if d == attach.Egress {
-			hook = prog.TCHook(f)
-		}
-		p, err = prog.Load(hook, set)
+		p, err = prog.Load(counters[d].program(f), set)
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer p.Close()
-	o := attach.Options{Notice: func(s string) { c.Notice("%s", s) }}
-	if l.Attach != "auto" {
-		o.Method = attach.Method(l.Attach)
-	}
-	if l.Mode != "auto" {
-		o.Mode = attach.Mode(l.Mode)
-	}
-	if l.TC != "auto" {
-		o.TC = attach.TCPath(l.TC)
-	}
-	if d == attach.Egress {
-		return attach.AttachEgress(c.Dir, ifc, p, o)
-	}
-	return attach.Attach(c.Dir, ifc, p, o)
+	o := attach.Options{Mode: l.Mode, Method: l.Attach, TC: l.TC, Notice: func(s string) { c.Notice("%s", s) }}
+	return attach.Attach(c.Dir, ifc, counters[d].at, p, o)
 }
 
 // how describes an attachment for people.
 func how(a *attach.Attachment) string {
-	if a.Direction == attach.Egress {
-		method := "TCX bpf_link"
-		if a.TC == attach.Clsact {
-			method = "cls_bpf filter on clsact, netlink"
-		}
-		return fmt.Sprintf("egress, %s, program id %d", method, a.ProgID)
-	}
-	method := "bpf_link"
-	if a.Netlink {
-		method = "netlink"
-	}
-	return fmt.Sprintf("ingress, %s mode, %s, program id %d", a.Mode, method, a.ProgID)
-}
-
-// short describes an attachment in a few words: its direction and its
-// XDP mode or TC path.
-func short(a attach.Attachment) string {
-	if a.Direction == attach.Egress {
-		return fmt.Sprintf("egress, %s", a.TC)
-	}
-	return fmt.Sprintf("ingress, %s", a.Mode)
+	return fmt.Sprintf("%s, program id %d", a.Describe(), a.ProgID)
 }
 
 // objectFix is what to do about an unusable --object file.

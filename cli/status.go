@@ -88,7 +88,7 @@ func (s *StatusCmd) Run(c *Context) error {
 		return err
 	}
 	for _, a := range all {
-		st.Attachments = append(st.Attachments, describe(a))
+		st.Attachments = append(st.Attachments, statusOf(a))
 	}
 	f, err := kernel.Probe()
 	if err != nil {
@@ -109,21 +109,12 @@ func (s *StatusCmd) Run(c *Context) error {
 	return st.write(c)
 }
 
-// describe says how an attachment is made: its direction, hook, XDP mode
-// or TC path, and method.
-func describe(a attach.Attachment) attachmentStatus {
-	method := "bpf_link"
-	if a.Netlink {
-		method = "netlink"
-	}
-	st := attachmentStatus{Interface: a.Ifname, Ifindex: a.Ifindex, Netns: a.Netns(), ThisNetns: a.InCallerNetns(),
-		Direction: string(a.Direction), Hook: "xdp", Mode: string(a.Mode), Method: method, ProgramID: uint32(a.ProgID)}
-	if a.Direction == attach.Egress {
-		// The mode of a TC attachment is its path: tcx (a bpf_link) or
-		// clsact (a cls_bpf filter, through netlink).
-		st.Hook, st.Mode = "tc", string(a.TC)
-	}
-	return st
+// statusOf is the status of an attachment: where it is, and how it is
+// made.
+func statusOf(a attach.Attachment) attachmentStatus {
+	d := a.Describe()
+	return attachmentStatus{Interface: a.Ifname, Ifindex: a.Ifindex, Netns: a.Netns(), ThisNetns: a.InCallerNetns(),
+		Direction: d.Direction, Hook: d.Hook, Mode: d.Mode, Method: d.Method, ProgramID: uint32(a.ProgID)}
 }
 
 // write prints the status for people.

@@ -140,7 +140,7 @@ func (c *Context) interfaces() ([]string, error) {
 	all, err := attach.List(c.Dir)
 	var out []string
 	for _, a := range all {
-		out = append(out, fmt.Sprintf("%s (%s)", a.Where(), short(a)))
+		out = append(out, fmt.Sprintf("%s (%s)", a.Where(), a.Describe().Short()))
 	}
 	return out, err
 }

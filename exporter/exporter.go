@@ -39,11 +39,10 @@ const DefaultListen = "127.0.0.1:19864"
 // Interface is an attachment of the program to an interface.
 type Interface struct {
 	Name string
-	// Direction is "ingress" (XDP) or "egress" (TC).
+	// Direction and Mode are those of attach.Description: "ingress" or
+	// "egress", and the XDP mode or the TC path.
 	Direction string
-	// Mode is the XDP attachment mode, "native" or "generic", for
-	// ingress, and the TC path, "tcx" or "clsact", for egress.
-	Mode string
+	Mode      string
 }
 
 // Exporter writes the metrics of the maps pinned in a directory, read at

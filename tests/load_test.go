@@ -89,7 +89,7 @@ func TestLoadModes(t *testing.T) {
 			if err := p.Do(0, func() (err error) { all, err = attach.List(dir); return err }); err != nil {
 				t.Fatal(err)
 			}
-			if len(all) != 1 || all[0].Ifname != p.Dev[0] || all[0].Mode != tt.mode || all[0].Netlink != tt.netlink || all[0].ProgID == 0 {
+			if len(all) != 1 || all[0].Ifname != p.Dev[0] || all[0].Mode != tt.mode || (all[0].Method == attach.Netlink) != tt.netlink || all[0].ProgID == 0 {
 				t.Fatalf("attachments %+v", all)
 			}
 			ok(t, p, dir, "add", "--ip-address", "10.0.0.0/24")
