@@ -8,13 +8,15 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
 )
 
 // TestLockKeepsMode checks that the lock makes a directory it creates
 // root-only and leaves the mode of one that was there (such as
 // --bpffs-pin /sys/fs/bpf) alone.
 func TestLockKeepsMode(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +33,7 @@ func TestLockKeepsMode(t *testing.T) {
 // TestSharedLock checks that readers share the lock, that a change waits
 // for them, and that readers wait for a change.
 func TestSharedLock(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	if _, err := RLockDir(dir); !errors.Is(err, ErrNotLoaded) {
 		t.Fatalf("RLockDir of a missing directory: %v, want ErrNotLoaded", err)
 	}
@@ -208,7 +210,7 @@ func TestEachStats(t *testing.T) {
 // the directory's lock, as a change does.
 func lockedSet(t *testing.T) (*Set, *Lock) {
 	t.Helper()
-	s := create(t, pinDir(t), 100)
+	s := create(t, testnet.PinDir(t), 100)
 	l, _, err := LockDir(s.Dir, false)
 	if err != nil {
 		t.Fatal(err)

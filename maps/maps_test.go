@@ -77,18 +77,6 @@ func TestSpec(t *testing.T) {
 	}
 }
 
-var dirSeq int
-
-// pinDir returns a fresh pin directory path on bpffs, removed at the end.
-func pinDir(t *testing.T) string {
-	t.Helper()
-	testnet.RequireRoot(t)
-	dirSeq++
-	dir := fmt.Sprintf("/sys/fs/bpf/tm-maps-test-%d-%d", os.Getpid(), dirSeq)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 // create locks dir and opens or creates the set in it.
 func create(t *testing.T, dir string, maxRules uint32) *Set {
 	t.Helper()
@@ -106,7 +94,7 @@ func create(t *testing.T, dir string, maxRules uint32) *Set {
 }
 
 func TestPinnedSet(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	if _, err := Open(dir); !errors.Is(err, ErrNotLoaded) {
 		t.Fatalf("Open before any create: %v, want ErrNotLoaded", err)
 	}
@@ -168,7 +156,7 @@ func TestOtherVersion(t *testing.T) {
 	}
 	for what, change := range changes {
 		t.Run(what, func(t *testing.T) {
-			dir := pinDir(t)
+			dir := testnet.PinDir(t)
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}
@@ -206,7 +194,7 @@ func TestOtherVersion(t *testing.T) {
 // description, as separate processes have) create the set and add a rule
 // at once: one set comes out, holding every rule.
 func TestConcurrentCreate(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	const n = 8
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
