@@ -24,7 +24,7 @@ func TestVeth(t *testing.T) {
 	for name, mode := range modes {
 		for hn, h := range hooks {
 			if h.Type != ebpf.XDP {
-				continue // egress: tests/egress_test.go
+				continue // egress: tests/egress_count_test.go
 			}
 			t.Run(name+"/"+hn, func(t *testing.T) { testVeth(t, mode, available(t, h)) })
 		}

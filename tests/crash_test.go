@@ -108,6 +108,14 @@ func TestCrash(t *testing.T) {
 		{name: "unload", setup: base, args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
 		{name: "unload-netlink", setup: load(e.p, "--attach", "netlink"),
 			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
+		{name: "load-egress", setup: func(*testing.T, *crashEnv) {},
+			args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0], "--direction", "egress"} }},
+		{name: "load-egress-clsact", setup: func(*testing.T, *crashEnv) {},
+			args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0], "--direction", "egress", "--tc", "clsact"} }},
+		{name: "unload-egress", setup: load(e.p, "--direction", "egress"),
+			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
+		{name: "unload-egress-clsact", setup: load(e.p, "--direction", "egress", "--tc", "clsact"),
+			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
 		{name: "unload-all", host: true, setup: func(t *testing.T, e *crashEnv) {
 			base(t, e)
 			ok(t, e.p2, e.dir, "load", "--dev", e.p2.Dev[0], "--attach", "netlink")
@@ -118,7 +126,7 @@ func TestCrash(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			points := c.killPoints(t, e, rng)
 			for _, k := range points {
-				e.dir = pinDir(t)
+				e.dir = testnet.PinDir(t)
 				c.setup(t, e)
 				c.kill(t, e, k)
 				c.check(t, e, k, rng)
@@ -170,7 +178,7 @@ var traceLine = regexp.MustCompile(`^\d+\s+(\w+)\(`)
 // of them evenly spread, and with rng, time points over its duration, at
 // least 30 points in all.
 func (c crashCase) killPoints(t *testing.T, e *crashEnv, rng *rand.Rand) []killPoint {
-	e.dir = pinDir(t)
+	e.dir = testnet.PinDir(t)
 	c.setup(t, e)
 	log := filepath.Join(t.TempDir(), "strace")
 	start := time.Now()
@@ -295,9 +303,9 @@ func (c crashCase) check(t *testing.T, e *crashEnv, k killPoint, rng *rand.Rand)
 	var frames []frame.Frame
 	for _, r := range sample {
 		dst := netip.MustParsePrefix(r).Addr()
-		src := a4("100.64.0.9")
+		src := addr("100.64.0.9")
 		if dst.Is6() {
-			src = a4("2001:db8:eeee::9")
+			src = addr("2001:db8:eeee::9")
 		}
 		frames = append(frames, frame.Frame{Src: src, Dst: dst, Payload: 18})
 	}

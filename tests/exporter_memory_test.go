@@ -24,7 +24,7 @@ import (
 func TestExporterMemory(t *testing.T) {
 	testnet.RequireRoot(t)
 	const rules = 1_000_000
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, nil, dir, "import", "--file", writeRules(t, rules))
 	addr := freeAddr(t)
 	cmd := exec.Command(bin, "exporter", "--listen", addr, "--bpffs-pin", dir)
@@ -103,7 +103,7 @@ func TestPromtoolCheck(t *testing.T) {
 		testnet.Unavailable(t, "needs promtool (Debian's prometheus; scripts/test.sh installs it)")
 	}
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p, dir, "load", "--dev", p.Dev[0])
 	for _, r := range []string{"192.0.2.0/24", "2001:db8::/64"} {
 		ok(t, nil, dir, "add", "--ip-address", r)
