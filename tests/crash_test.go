@@ -111,7 +111,9 @@ func TestCrash(t *testing.T) {
 		{name: "load-egress", setup: func(*testing.T, *crashEnv) {},
 			args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0], "--direction", "egress"} }},
 		{name: "load-egress-clsact", setup: func(*testing.T, *crashEnv) {},
-			args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0], "--direction", "egress", "--tc", "clsact"} }},
+			args: func(e *crashEnv) []string {
+				return []string{"load", "--dev", e.p.Dev[0], "--direction", "egress", "--tc", "clsact"}
+			}},
 		{name: "unload-egress", setup: load(e.p, "--direction", "egress"),
 			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
 		{name: "unload-egress-clsact", setup: load(e.p, "--direction", "egress", "--tc", "clsact"),
