@@ -212,10 +212,8 @@ func TestWatchTerminal(t *testing.T) {
 	// The traffic starts after the first block, however long a loaded
 	// machine takes to start the program, so that blocks 2 to 4 measure
 	// intervals wholly inside it.
-	for start := time.Now(); !strings.Contains(out.String(), "\x1b[H"); time.Sleep(10 * time.Millisecond) {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("no block from --watch within 10 s: %q", out.String())
-		}
+	if !testnet.Eventually(10*time.Second, func() bool { return strings.Contains(out.String(), "\x1b[H") }) {
+		t.Fatalf("no block from --watch within 10 s: %q", out.String())
 	}
 
 	stop := make(chan struct{})
