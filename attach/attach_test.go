@@ -1,8 +1,6 @@
 package attach
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -81,8 +79,7 @@ func testAttach(t *testing.T, m Method) {
 // and a program of type typ that returns ret, closed at its end.
 func setup(t *testing.T, pair *testnet.Pair, typ ebpf.ProgramType, ret int32) (string, *ebpf.Program) {
 	t.Helper()
-	dir := fmt.Sprintf("/sys/fs/bpf/tm-attach-test-%d-%s", os.Getpid(), pair.Dev[0])
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testnet.PinDir(t)
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type: typ, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"golang.org/x/sys/unix"
 )
@@ -77,7 +78,7 @@ func BenchmarkScrape(b *testing.B) {
 		rules int
 	}{{"rules=0", 0}, {"rules=10k", 10_000}, {"rules=1M", 1_000_000}} {
 		b.Run(n.name, func(b *testing.B) {
-			dir := pinDir(b)
+			dir := testnet.PinDir(b)
 			set := create(b, dir, uint32(max(n.rules, 1)))
 			fill(b, set, n.rules)
 			h := Handler(New(dir, func() ([]Interface, error) { return nil, nil }, quiet()), quiet())

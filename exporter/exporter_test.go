@@ -13,7 +13,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -21,20 +20,6 @@ import (
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
-
-var pinSeq atomic.Int32
-
-// pinDir returns a pin directory of the test's own, removed at its end.
-func pinDir(t testing.TB) string {
-	t.Helper()
-	testnet.RequireRoot(t)
-	dir := fmt.Sprintf("/sys/fs/bpf/tm-exporter-%d-%d", os.Getpid(), pinSeq.Add(1))
-	t.Cleanup(func() {
-		maps.Unpin(dir)
-		os.Remove(dir)
-	})
-	return dir
-}
 
 // create creates the maps in dir, holding up to maxRules rules.
 func create(t testing.TB, dir string, maxRules uint32) *maps.Set {
@@ -121,7 +106,7 @@ func series(name, rule, direction string) string {
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestScrape(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ifaces := []Interface{{"veth0", "ingress", "native"}, {"veth1", "ingress", "generic"}, {"veth0", "egress", "tcx"}}
 	h := Handler(New(dir, func() ([]Interface, error) { return ifaces, nil }, quiet()), quiet())
 
@@ -215,7 +200,7 @@ func checkRules(t *testing.T, when string, got, want map[string]float64) {
 // stats entries without a rule that a killed change leaves, while its
 // mark awaits the repair.
 func TestScrapeWithMark(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	set := create(t, dir, 100)
 	count(t, set, "10.0.0.0/24", maps.Stats{In: maps.Counter{Packets: 4, Bytes: 400}})
 	// A change killed between a stats entry and its rule.
@@ -248,7 +233,7 @@ func TestScrapeErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := pinDir(t)
+			dir := testnet.PinDir(t)
 			tt.setup(t, dir)
 			h := Handler(New(dir, func() ([]Interface, error) { return nil, tt.ifaces }, quiet()), quiet())
 			if got := scrape(t, h); got["traffic_meter_scrape_error"] != 1 {

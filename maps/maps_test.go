@@ -76,18 +76,6 @@ func TestSpec(t *testing.T) {
 	}
 }
 
-var dirSeq int
-
-// pinDir returns a fresh pin directory path on bpffs, removed at the end.
-func pinDir(t *testing.T) string {
-	t.Helper()
-	testnet.RequireRoot(t)
-	dirSeq++
-	dir := fmt.Sprintf("/sys/fs/bpf/tm-maps-test-%d-%d", os.Getpid(), dirSeq)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 // create makes dir and opens or creates the set in it.
 func create(t *testing.T, dir string, maxRules uint32) *Set {
 	t.Helper()
@@ -103,7 +91,7 @@ func create(t *testing.T, dir string, maxRules uint32) *Set {
 }
 
 func TestPinnedSet(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	if _, err := Open(dir); !errors.Is(err, ErrNotLoaded) {
 		t.Fatalf("Open before any create: %v, want ErrNotLoaded", err)
 	}
@@ -159,7 +147,7 @@ func TestOtherVersion(t *testing.T) {
 	}
 	for what, change := range changes {
 		t.Run(what, func(t *testing.T) {
-			dir := pinDir(t)
+			dir := testnet.PinDir(t)
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}

@@ -7,12 +7,14 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
 )
 
 // TestRemoveOrphans checks the repair of stats entries left without a
 // rule, and that a set of fewer than four maps is not opened.
 func TestRemoveOrphans(t *testing.T) {
-	s := create(t, pinDir(t), 100)
+	s := create(t, testnet.PinDir(t), 100)
 	dir := s.Dir
 	kept := netip.MustParsePrefix("10.0.0.0/24")
 	if _, err := s.Add(kept); err != nil {
@@ -58,7 +60,7 @@ func TestRemoveOrphans(t *testing.T) {
 // tries and each rule's entry (a killed change's mark, with the stats
 // entries without a rule such a change leaves).
 func TestEachStats(t *testing.T) {
-	s := create(t, pinDir(t), 100)
+	s := create(t, testnet.PinDir(t), 100)
 	want := map[Rule]Stats{
 		netip.MustParsePrefix("10.0.0.0/24"):   {In: Counter{3, 300}, Out: Counter{1, 60}},
 		netip.MustParsePrefix("192.0.2.7/32"):  {},

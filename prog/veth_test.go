@@ -24,7 +24,7 @@ func TestVeth(t *testing.T) {
 	for name, mode := range modes {
 		for hn, h := range hooks {
 			if h.Type != ebpf.XDP {
-				continue // egress: tests/egress_test.go
+				continue // egress: tests/egress_count_test.go
 			}
 			t.Run(name+"/"+hn, func(t *testing.T) { testVeth(t, mode, available(t, h)) })
 		}
@@ -116,10 +116,7 @@ func scale(s maps.Stats, n uint64) maps.Stats {
 // counts are exactly want and stay so.
 func waitCounts(t *testing.T, set *maps.Set, want map[string]maps.Stats) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for fmt.Sprint(counts(t, set)) != fmt.Sprint(want) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testnet.Eventually(5*time.Second, func() bool { return fmt.Sprint(counts(t, set)) == fmt.Sprint(want) })
 	time.Sleep(100 * time.Millisecond)
 	if got := counts(t, set); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("counted %v\nwant    %v", got, want)

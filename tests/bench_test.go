@@ -1,47 +1,18 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
 )
 
 // benchRules is how many rules the benchmarks import, list and read.
 const benchRules = 1_000_000
-
-// writeRules writes a JSON file of n distinct rules, nine in ten IPv4
-// host rules and one in ten IPv6 /64 networks.
-func writeRules(b testing.TB, n int) string {
-	b.Helper()
-	file := filepath.Join(b.TempDir(), "rules.json")
-	f, err := os.Create(file)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := bufio.NewWriter(f)
-	w.WriteString("[")
-	for i := range n {
-		if i > 0 {
-			w.WriteString(",\n")
-		}
-		if i%10 == 9 {
-			fmt.Fprintf(w, `"2001:db8:%x:%x::/64"`, i>>16, i&0xffff)
-		} else {
-			fmt.Fprintf(w, `"10.%d.%d.%d"`, i>>16, (i>>8)&0xff, i&0xff)
-		}
-	}
-	w.WriteString("]\n")
-	if err := w.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	f.Close()
-	return file
-}
 
 // runQuiet runs the binary, discarding its output, and returns its state
 // at exit.
@@ -61,7 +32,7 @@ func runQuiet(b *testing.B, args ...string) *os.ProcessState {
 func loopIntoEmpty(b *testing.B, run func(dir string)) {
 	for b.Loop() {
 		b.StopTimer()
-		dir := benchDir(b)
+		dir := testnet.PinDir(b)
 		b.StartTimer()
 		run(dir)
 		b.StopTimer()
@@ -79,7 +50,7 @@ func BenchmarkImport(b *testing.B) {
 // BenchmarkReimport imports the same 1,000,000 rules again: all exist.
 func BenchmarkReimport(b *testing.B) {
 	file := writeRules(b, benchRules)
-	dir := benchDir(b)
+	dir := testnet.PinDir(b)
 	runQuiet(b, "import", "--file", file, "--bpffs-pin", dir)
 	for b.Loop() {
 		runQuiet(b, "import", "--file", file, "--bpffs-pin", dir)
@@ -89,7 +60,7 @@ func BenchmarkReimport(b *testing.B) {
 // BenchmarkRead lists and reads the stats of 1,000,000 rules.
 func BenchmarkRead(b *testing.B) {
 	file := writeRules(b, benchRules)
-	dir := benchDir(b)
+	dir := testnet.PinDir(b)
 	runQuiet(b, "import", "--file", file, "--bpffs-pin", dir)
 	for _, args := range [][]string{{"list"}, {"list", "--json"}, {"stats"}, {"stats", "--json"}} {
 		b.Run(fmt.Sprint(args), func(b *testing.B) {
@@ -98,17 +69,4 @@ func BenchmarkRead(b *testing.B) {
 			}
 		})
 	}
-}
-
-var benchSeq int
-
-func benchDir(b *testing.B) string {
-	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
-	benchSeq++
-	dir := fmt.Sprintf("/sys/fs/bpf/tm-bench-%d-%d", os.Getpid(), benchSeq)
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }

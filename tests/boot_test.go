@@ -55,7 +55,7 @@ func TestUnits(t *testing.T) {
 // every rule's counters, a rule added by hand included.
 func TestBootScript(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	conf := t.TempDir()
 	counters := filepath.Join(t.TempDir(), "state", "counters.json")
 	os.WriteFile(filepath.Join(conf, "interfaces"), []byte("# interface [direction]\n\n"+p.Dev[0]+"  # the test's veth\n"), 0o644)
@@ -82,8 +82,8 @@ func TestBootScript(t *testing.T) {
 	rules := []string{"10.0.0.0/24", "192.0.2.0/24", "198.51.100.7/32"}
 	ok(t, p, dir, "add", "--ip-address", rules[2])
 	frames := []frame.Frame{
-		{Src: a4("192.0.2.1"), Dst: a4("10.0.0.1"), Payload: 20},
-		{Src: a4("198.51.100.7"), Dst: a4("10.0.0.2"), Payload: 30},
+		{Src: addr("192.0.2.1"), Dst: addr("10.0.0.1"), Payload: 20},
+		{Src: addr("198.51.100.7"), Dst: addr("10.0.0.2"), Payload: 30},
 	}
 	send(t, p, frames)
 	want := expect(rules, frames)

@@ -8,13 +8,15 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
 )
 
 // TestRootWithoutCapabilities runs commands as root without any
 // capability, as in a container that grants none: the kernel refuses, and
 // the error says what it refused rather than asking for sudo.
 func TestRootWithoutCapabilities(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	for _, args := range [][]string{{"list"}, {"add", "--ip-address", "10.0.0.1"}} {
 		r, err := withoutCapabilities(exec.Command(bin, append(args, "--bpffs-pin", dir)...))
 		if err != nil {

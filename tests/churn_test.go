@@ -19,7 +19,7 @@ import (
 // done.
 func TestReaderChurn(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	file := writeRules(t, 2000)
 	addr := freeAddr(t)
 	start(t, exec.Command(bin, "exporter", "--listen", addr, "--bpffs-pin", dir))

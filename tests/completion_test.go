@@ -81,21 +81,25 @@ func (sh *shell) send(s string) {
 // up to the match and the match's groups.
 func (sh *shell) expect(re *regexp.Regexp) (before string, groups []string) {
 	sh.t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	found := testnet.Eventually(15*time.Second, func() bool {
 		sh.mu.Lock()
+		defer sh.mu.Unlock()
 		out := sh.out.String()[sh.seen:]
-		if m := re.FindStringSubmatchIndex(out); m != nil {
-			sh.seen += m[1]
-			sh.mu.Unlock()
-			for i := 0; i < len(m); i += 2 {
-				groups = append(groups, out[m[i]:m[i+1]])
-			}
-			return out[:m[0]], groups
+		m := re.FindStringSubmatchIndex(out)
+		if m == nil {
+			return false
 		}
-		sh.mu.Unlock()
+		sh.seen += m[1]
+		for i := 0; i < len(m); i += 2 {
+			groups = append(groups, out[m[i]:m[i+1]])
+		}
+		before = out[:m[0]]
+		return true
+	})
+	if !found {
+		sh.t.Fatalf("no %s in the shell's output", re)
 	}
-	sh.t.Fatalf("no %s in the shell's output", re)
-	return "", nil
+	return before, groups
 }
 
 var lineRE = regexp.MustCompile(`LINE<([^>\n]*)>`)

@@ -31,7 +31,7 @@ func xdpProgram(t *testing.T, p *testnet.Pair) string {
 // is gone.
 func TestUnloadAll(t *testing.T) {
 	p1, p2 := testnet.NewPair(t), testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p1, dir, "load", "--dev", p1.Dev[0])
 	ok(t, p2, dir, "load", "--dev", p2.Dev[0], "--attach", "netlink")
 	ok(t, nil, dir, "add", "--ip-address", "192.0.2.0/24")
@@ -59,7 +59,7 @@ func TestUnloadAll(t *testing.T) {
 // the stale attachment goes and, as it was the last, the maps with it.
 func TestUnloadVanished(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p, dir, "load", "--dev", p.Dev[0])
 	ok(t, nil, dir, "add", "--ip-address", "192.0.2.0/24")
 	if out, err := exec.Command("ip", "-n", p.NS[0], "link", "del", p.Dev[0]).CombinedOutput(); err != nil {
@@ -81,7 +81,7 @@ func TestUnloadVanished(t *testing.T) {
 // is loaded; status shows it and unload detaches it.
 func TestAdopt(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, nil, dir, "add", "--ip-address", "10.0.0.0/24")
 	ok(t, p, dir, "load", "--dev", p.Dev[0], "--attach", "netlink")
 	pins, err := filepath.Glob(filepath.Join(dir, "links", "prog_*"))
@@ -113,7 +113,7 @@ func TestAdopt(t *testing.T) {
 // and with rules and two attachments.
 func TestStatus(t *testing.T) {
 	p1, p2 := testnet.NewPair(t), testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	out := ok(t, p1, dir, "status")
 	if !strings.HasPrefix(out, "pin directory: "+dir+"\nrules: none, no maps (nothing loaded)\nattachments: none\nkernel: ") {
 		t.Errorf("status with nothing loaded:\n%s", out)

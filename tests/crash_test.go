@@ -20,26 +20,6 @@ import (
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
-// The crash-consistency test kills each command that changes the pin
-// directory with SIGKILL at many points of its run, as SQLite's crash
-// tests do, then checks that what is left is consistent and repairable:
-//
-//   - before any repair, list and stats show the same rules;
-//   - the next change (an add) succeeds, repairing what it must, and the
-//     pin directory then holds the four maps and no stats entry without a
-//     rule;
-//   - every rule shown counts a frame sent to it, exactly, and can be
-//     deleted;
-//   - re-running the killed command succeeds.
-//
-// Kill points are of two kinds. Syscall points kill the command as it
-// enters its N-th bpf, mkdirat or unlinkat system call (with strace's
-// fault injection), for every such call it makes after taking the lock,
-// or an evenly spread sample of 20 of them: every step that changes kernel
-// state or the pin directory, before and after. Time points kill it at
-// seeded random times over the run's measured duration, to make at least
-// 30 kill points per command.
-
 // crashSeed seeds the sampling of kill points: change it to explore others.
 const crashSeed = 20261122
 
@@ -82,6 +62,47 @@ type crashCase struct {
 	verify func(t *testing.T, shown map[string]ruleStats, whole bool)
 }
 
+// TestCrash proves that a change survives SIGKILL, a crash or a power cut
+// at any point. Every change orders its steps so that any prefix of them is
+// repairable (the order is in the table of internal/pindir/doc.go) and marks the pin
+// directory while it runs; the next change finds the mark and repairs
+// first: it deletes the counters left without a rule, removes a set of
+// maps left half made or half removed, completes an interrupted last
+// unload, removes the pins of attachments that are gone, and pins our XDP
+// program where it finds it attached without a pin. A killed import leaves
+// some of its rules, each counting; running it again completes it.
+//
+// As SQLite's crash tests do, it kills each command that changes the pin
+// directory with SIGKILL at many points of its run: import (crashRules
+// rules), restore (crashSaved rules with counters), add, del, load and
+// unload (XDP through a bpf_link and through netlink, egress through TCX
+// where the kernel has it and through clsact) and unload --all (with
+// attachments in two other network namespaces), at least 30 times each.
+// After each kill it checks that what is left is consistent and
+// repairable:
+//
+//   - before any repair, list and stats show the same rules;
+//   - the next change (an add) succeeds, repairing what it must, and the
+//     pin directory then holds the four maps and no stats entry without a
+//     rule;
+//   - every rule shown counts a frame sent to it, exactly, and can be
+//     deleted;
+//   - re-running the killed command succeeds;
+//   - for restore, every restored rule shown has exactly its saved
+//     counters, after the kill, after the repair and after the re-run,
+//     which restores every rule (checkRestored).
+//
+// Kill points are of two kinds. Syscall points kill the command as it
+// enters its N-th bpf, mkdirat or unlinkat system call (with strace's
+// fault injection), for every such call it makes after taking the lock,
+// or an evenly spread sample of 20 of them: every step that changes kernel
+// state or the pin directory, before and after. Time points kill it at
+// seeded random times over the run's measured duration, to make at least
+// 30 kill points per command. TestSignalRollback does the same with
+// SIGTERM and SIGINT, and checks the rollback against the state before,
+// exactly; TestKilledClsactLoad makes the one state of a killed egress load
+// that no system call marks (the clsact qdisc made, the filter not yet
+// added).
 func TestCrash(t *testing.T) {
 	testnet.RequireRoot(t)
 	if _, err := exec.LookPath("strace"); err != nil {
@@ -108,6 +129,16 @@ func TestCrash(t *testing.T) {
 		{name: "unload", setup: base, args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
 		{name: "unload-netlink", setup: load(e.p, "--attach", "netlink"),
 			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
+		{name: "load-egress", setup: func(*testing.T, *crashEnv) {},
+			args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0], "--direction", "egress"} }},
+		{name: "load-egress-clsact", setup: func(*testing.T, *crashEnv) {},
+			args: func(e *crashEnv) []string {
+				return []string{"load", "--dev", e.p.Dev[0], "--direction", "egress", "--tc", "clsact"}
+			}},
+		{name: "unload-egress", setup: load(e.p, "--direction", "egress"),
+			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
+		{name: "unload-egress-clsact", setup: load(e.p, "--direction", "egress", "--tc", "clsact"),
+			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
 		{name: "unload-all", host: true, setup: func(t *testing.T, e *crashEnv) {
 			base(t, e)
 			ok(t, e.p2, e.dir, "load", "--dev", e.p2.Dev[0], "--attach", "netlink")
@@ -118,7 +149,7 @@ func TestCrash(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			points := c.killPoints(t, e, rng)
 			for _, k := range points {
-				e.dir = pinDir(t)
+				e.dir = testnet.PinDir(t)
 				c.setup(t, e)
 				c.kill(t, e, k)
 				c.check(t, e, k, rng)
@@ -170,7 +201,7 @@ var traceLine = regexp.MustCompile(`^\d+\s+(\w+)\(`)
 // of them evenly spread, and with rng, time points over its duration, at
 // least 30 points in all.
 func (c crashCase) killPoints(t *testing.T, e *crashEnv, rng *rand.Rand) []killPoint {
-	e.dir = pinDir(t)
+	e.dir = testnet.PinDir(t)
 	c.setup(t, e)
 	log := filepath.Join(t.TempDir(), "strace")
 	start := time.Now()
@@ -295,9 +326,9 @@ func (c crashCase) check(t *testing.T, e *crashEnv, k killPoint, rng *rand.Rand)
 	var frames []frame.Frame
 	for _, r := range sample {
 		dst := netip.MustParsePrefix(r).Addr()
-		src := a4("100.64.0.9")
+		src := addr("100.64.0.9")
 		if dst.Is6() {
-			src = a4("2001:db8:eeee::9")
+			src = addr("2001:db8:eeee::9")
 		}
 		frames = append(frames, frame.Frame{Src: src, Dst: dst, Payload: 18})
 	}

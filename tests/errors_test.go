@@ -16,7 +16,7 @@ import (
 // the fix, with exit status 1, and changes nothing.
 func TestErrors(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p, dir, "load", "--dev", p.Dev[0])
 	ok(t, p, dir, "add", "--ip-address", "10.0.0.0/24")
 	tmp := t.TempDir()
@@ -82,7 +82,7 @@ func TestNoBPFFS(t *testing.T) {
 // command uses it.
 func TestOtherVersion(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestOtherVersion(t *testing.T) {
 // TestFull fills maps made for two rules per family.
 func TestFull(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p, dir, "load", "--dev", p.Dev[0], "--max-rules", "2")
 	ok(t, p, dir, "add", "--ip-address", "10.0.0.1")
 	ok(t, p, dir, "add", "--ip-address", "10.0.0.2")

@@ -1,106 +1,16 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 )
-
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// start starts cmd and stops it, by its PID, when the test ends.
-func start(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("%s:\n%s", filepath.Base(cmd.Path), out.String())
-		}
-	})
-}
-
-// waitHTTP waits until url answers 200.
-func waitHTTP(t *testing.T, url string) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if r, err := http.Get(url); err == nil {
-			r.Body.Close()
-			if r.StatusCode == http.StatusOK {
-				return
-			}
-		}
-	}
-	t.Fatalf("%s did not come up", url)
-}
-
-// promQuery evaluates a PromQL query at time at and returns each
-// result's value by its labels' values joined by ",".
-func promQuery(t *testing.T, prom, query string, at time.Time) map[string]float64 {
-	t.Helper()
-	q := url.Values{"query": {query}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)}}
-	r, err := http.Get(prom + "/api/v1/query?" + q.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Body.Close()
-	var doc struct {
-		Status string
-		Error  string
-		Data   struct {
-			Result []struct {
-				Metric map[string]string
-				Value  [2]any
-			}
-		}
-	}
-	if err := json.NewDecoder(r.Body).Decode(&doc); err != nil || doc.Status != "success" {
-		t.Fatalf("query %s: %v %s", query, err, doc.Error)
-	}
-	out := map[string]float64{}
-	for _, res := range doc.Data.Result {
-		v, err := strconv.ParseFloat(res.Value[1].(string), 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[res.Metric["direction"]+res.Metric["family"]+res.Metric["interface"]] = v
-	}
-	return out
-}
 
 // TestPrometheus lets a real Prometheus scrape the exporter while traffic
 // flows, and checks the counters and rates it stored against the traffic
@@ -138,10 +48,8 @@ scrape_configs:
 	waitHTTP(t, prom+"/-/ready")
 	// Prometheus applies its targets a few seconds after it is ready:
 	// wait for its first scrape.
-	for deadline := time.Now().Add(30 * time.Second); promQuery(t, prom, `up{job="traffic_meter"}`, time.Now())[""] != 1; time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("Prometheus did not scrape the exporter within 30 s")
-		}
+	if !testnet.Eventually(30*time.Second, func() bool { return promQuery(t, prom, `up{job="traffic_meter"}`, time.Now())[""] == 1 }) {
+		t.Fatal("Prometheus did not scrape the exporter within 30 s")
 	}
 
 	stop := make(chan struct{})

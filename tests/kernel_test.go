@@ -13,7 +13,7 @@ import (
 // kernel that has every feature.
 func TestFallbackNotices(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	f, err := kernel.Probe()
 	if err != nil {
 		t.Fatal(err)

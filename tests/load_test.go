@@ -16,14 +16,12 @@ import (
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 )
 
-var oneFrame = []frame.Frame{{Src: a4("192.0.2.1"), Dst: a4("10.0.0.1"), Payload: 20}}
-
 // TestTwoInterfaces loads two interfaces on one set of maps, checks their
 // counts are summed, unloads one while the other keeps counting, then
 // unloads the last, which removes everything.
 func TestTwoInterfaces(t *testing.T) {
 	p1, p2 := testnet.NewPair(t), testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	rules := []string{"10.0.0.0/24"}
 	ok(t, p1, dir, "load", "--dev", p1.Dev[0])
 	ok(t, p2, dir, "load", "--dev", p2.Dev[0])
@@ -76,7 +74,7 @@ func TestLoadModes(t *testing.T) {
 	} {
 		t.Run(string(tt.mode)+map[bool]string{true: "_netlink", false: "_link"}[tt.netlink], func(t *testing.T) {
 			p := testnet.NewPair(t)
-			dir := pinDir(t)
+			dir := testnet.PinDir(t)
 			out := ok(t, p, dir, append([]string{"load", "--dev", p.Dev[0]}, tt.args...)...)
 			if !strings.Contains(out, tt.say) {
 				t.Errorf("load printed %q, want it to say %q", out, tt.say)
@@ -115,7 +113,7 @@ func TestLoadModes(t *testing.T) {
 // is refused with its name and ID, and nothing is created.
 func TestForeignProgram(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "other_xdp", Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
 	if err != nil {
@@ -150,7 +148,7 @@ func TestForeignProgram(t *testing.T) {
 // works.
 func TestDeletedInterface(t *testing.T) {
 	p1 := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p1, dir, "add", "--ip-address", "10.0.0.0/24")
 	ok(t, p1, dir, "load", "--dev", p1.Dev[0])
 	for _, ns := range p1.NS {
@@ -159,19 +157,16 @@ func TestDeletedInterface(t *testing.T) {
 		}
 	}
 	// The namespace goes away asynchronously, and with it the veth.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		all, err := attach.List(dir)
-		if err != nil {
+	var all []attach.Attachment
+	gone := testnet.Eventually(10*time.Second, func() bool {
+		var err error
+		if all, err = attach.List(dir); err != nil {
 			t.Fatal(err)
 		}
-		if len(all) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the deleted interface is still listed: %+v", all)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return len(all) == 0
+	})
+	if !gone {
+		t.Fatalf("the deleted interface is still listed: %+v", all)
 	}
 	p2 := testnet.NewPair(t)
 	ok(t, p2, dir, "load", "--dev", p2.Dev[0])

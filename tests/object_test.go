@@ -21,7 +21,7 @@ import (
 // TestObject loads an external ELF object, made here, with --object.
 func TestObject(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	tmp := t.TempDir()
 	obj := filepath.Join(tmp, "meter.o")
 	if err := os.WriteFile(obj, writeELF(t, "ext_meter", maps.Spec(maps.DefaultMaxRules)), 0o600); err != nil {

@@ -105,13 +105,8 @@ func TestUnprivilegedExporter(t *testing.T) {
 	exporter := p.Command(0, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
 	start(t, exporter)
 	url := "http://127.0.0.1:19864/metrics"
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if code, _ := get(t, client, url, "", ""); code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the unprivileged exporter did not come up at %s", url)
-		}
+	if !testnet.Eventually(30*time.Second, func() bool { code, _ := get(t, client, url, "", ""); return code == http.StatusOK }) {
+		t.Fatalf("the unprivileged exporter did not come up at %s", url)
 	}
 	// nsenter, unshare, sh and setpriv each exec the next: the PID is the
 	// exporter's.

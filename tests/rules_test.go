@@ -18,7 +18,7 @@ import (
 // that deleting it and adding it again starts from zero.
 func TestDeleteReAdd(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	rules := []string{"10.0.0.0/24"}
 	ok(t, p, dir, "load", "--dev", p.Dev[0])
 	if out := ok(t, p, dir, "add", "--ip-address", "10.0.0.0/24"); out != "added 10.0.0.0/24\n" {
@@ -46,7 +46,7 @@ func TestDeleteReAdd(t *testing.T) {
 // list, stats and del need maps to exist.
 func TestBeforeLoad(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	for _, args := range [][]string{{"list"}, {"stats"}, {"stats", "--json"}, {"del", "--ip-address", "10.0.0.0/24"}} {
 		fails(t, p, dir, "nothing loaded and no rules in "+dir+": run 'traffic_meter load --dev IF' or 'traffic_meter add --ip-address X' first", args...)
 	}
@@ -68,7 +68,7 @@ func TestBeforeLoad(t *testing.T) {
 // TestListOrder checks that list prints IPv4 then IPv6, canonical and
 // sorted, and the same as JSON.
 func TestListOrder(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	for _, r := range []string{"2001:DB8::/32", "10.0.0.0/8", "::/0", "10.0.0.0/24", "2001:db8::1", "1.2.3.4"} {
 		ok(t, nil, dir, "add", "--ip-address", r)
 	}
@@ -84,7 +84,7 @@ func TestListOrder(t *testing.T) {
 // TestImport imports a file with valid, duplicate and invalid items.
 func TestImport(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p, dir, "load", "--dev", p.Dev[0])
 	ok(t, p, dir, "add", "--ip-address", "10.0.0.0/24")
 	send(t, p, oneFrame) // counted by 10.0.0.0/24, which the import keeps
@@ -118,7 +118,7 @@ func TestImport(t *testing.T) {
 	if out := ok(t, p, dir, "list"); out != strings.Join(rules, "\n")+"\n" {
 		t.Errorf("list printed\n%s", out)
 	}
-	more := []frame.Frame{{Src: a4("192.0.2.9"), Dst: a4("10.0.0.7"), Payload: 3}}
+	more := []frame.Frame{{Src: addr("192.0.2.9"), Dst: addr("10.0.0.7"), Payload: 3}}
 	send(t, p, more)
 	// The first frame came before the import: only 10.0.0.0/24 saw it.
 	want := expect(rules, more)
@@ -130,7 +130,7 @@ func TestImport(t *testing.T) {
 // TestConcurrentAdd runs four add processes at once: every rule lands.
 func TestConcurrentAdd(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p, dir, "load", "--dev", p.Dev[0])
 	var want []string
 	var wg sync.WaitGroup
@@ -164,7 +164,7 @@ func TestConcurrentAdd(t *testing.T) {
 
 // TestNotRoot runs the commands as nobody.
 func TestNotRoot(t *testing.T) {
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	for _, args := range [][]string{{"list"}, {"stats"}, {"add", "--ip-address", "10.0.0.0/24"}, {"load", "--dev", "lo"}} {
 		cmd := exec.Command(bin, append(args, "--bpffs-pin", dir)...)
 		cmd.SysProcAttr = nobody()

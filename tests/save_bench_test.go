@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -45,7 +46,7 @@ func BenchmarkRestore(b *testing.B) {
 // BenchmarkSave saves the counters of 1,000,000 rules: compare with
 // BenchmarkRead/[stats --json].
 func BenchmarkSave(b *testing.B) {
-	dir := benchDir(b)
+	dir := testnet.PinDir(b)
 	runQuiet(b, "restore", "--file", writeSavedRules(b, benchRules), "--bpffs-pin", dir)
 	file := filepath.Join(b.TempDir(), "counters.json")
 	for b.Loop() {

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -85,39 +84,13 @@ func secureConfig(t *testing.T, dir string) (config, certFile string, client *ht
 	return config, certFile, client
 }
 
-// get fetches url with client, with basic authentication unless user is
-// empty, and returns the status code and body.
-func get(t *testing.T, client *http.Client, url, user, password string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if user != "" {
-		req.SetBasicAuth(user, password)
-	}
-	r, err := client.Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer r.Body.Close()
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r.StatusCode, string(body)
-}
-
 // waitSecure waits until the exporter at url answers 200 to a scrape with
 // the credentials.
 func waitSecure(t *testing.T, client *http.Client, url string) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if code, _ := get(t, client, url, webUser, webPassword); code == http.StatusOK {
-			return
-		}
+	if !testnet.Eventually(30*time.Second, func() bool { code, _ := get(t, client, url, webUser, webPassword); return code == http.StatusOK }) {
+		t.Fatalf("%s did not come up", url)
 	}
-	t.Fatalf("%s did not come up", url)
 }
 
 // TestSecureExporter runs the exporter with TLS and basic authentication
@@ -182,12 +155,7 @@ scrape_configs:
 
 	sel := fmt.Sprintf(`traffic_meter_packets_total{job="traffic_meter",rule=%q}`, watchRule)
 	var got map[string]float64
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		got = promQuery(t, prom, sel, time.Now())
-		if got["in"] == n || time.Now().After(deadline) {
-			break
-		}
-	}
+	testnet.Eventually(30*time.Second, func() bool { got = promQuery(t, prom, sel, time.Now()); return got["in"] == n })
 	if got["in"] != n || got["out"] != 0 {
 		t.Errorf("Prometheus scraped packets %v over TLS; sent %d frames in", got, n)
 	}
@@ -198,9 +166,10 @@ scrape_configs:
 
 	// The job without the password: its target is down, refused with 401.
 	var lastError string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !strings.Contains(lastError, "401"); time.Sleep(200 * time.Millisecond) {
+	testnet.Eventually(30*time.Second, func() bool {
 		lastError = targetError(t, prom, "no_password")
-	}
+		return strings.Contains(lastError, "401")
+	})
 	if !strings.Contains(lastError, "401") {
 		t.Errorf("the scrape without a password: last error %q, want a 401", lastError)
 	}
@@ -235,13 +204,4 @@ func targetError(t *testing.T, prom, job string) string {
 		}
 	}
 	return ""
-}
-
-// repeat returns n copies of frame.
-func repeat(frame []byte, n int) [][]byte {
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = frame
-	}
-	return out
 }

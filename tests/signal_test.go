@@ -28,7 +28,7 @@ func TestSignalRollback(t *testing.T) {
 			ok(t, nil, e.dir, "add", "--ip-address", r)
 		}
 		ok(t, p, e.dir, "load", "--dev", p.Dev[0])
-		send(t, p, []frame.Frame{{Src: a4("192.0.2.1"), Dst: a4("100.64.0.1"), Payload: 10}})
+		send(t, p, []frame.Frame{{Src: addr("192.0.2.1"), Dst: addr("100.64.0.1"), Payload: 10}})
 	}
 	for _, c := range []crashCase{
 		{name: "import", setup: counted, args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
@@ -50,7 +50,7 @@ func TestSignalRollback(t *testing.T) {
 			interrupted := 0
 			for i, k := range points {
 				sig := []string{"TERM", "INT"}[i%2]
-				e.dir = pinDir(t)
+				e.dir = testnet.PinDir(t)
 				c.setup(t, e)
 				before := snapshot(t, e)
 				inject := fmt.Sprintf("inject=%s:signal=%s:when=%d", k.syscall, sig, k.n)

@@ -13,7 +13,7 @@ import (
 // one rule gets many small frames, another few large ones, a third none.
 func TestSortTop(t *testing.T) {
 	p := testnet.NewPair(t)
-	dir := pinDir(t)
+	dir := testnet.PinDir(t)
 	ok(t, p, dir, "load", "--dev", p.Dev[0])
 	for _, r := range []string{"10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"} {
 		ok(t, p, dir, "add", "--ip-address", r)

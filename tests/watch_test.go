@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"io"
 	"math"
-	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -15,77 +14,10 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
 
-	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
-
-// The rule traffic is counted for, and a frame sent to it: in traffic.
-const watchRule = "10.1.0.0/24"
-
-var watchFrame = frame.Frame{Src: netip.MustParseAddr("10.2.0.1"), Dst: netip.MustParseAddr("10.1.0.5"), Payload: 1000}.Bytes()
-
-// sendRate is the packet rate of the traffic the tests send.
-const sendRate = 400
-
-// traffic sends watchFrame across p at sendRate packets per second until
-// stop is closed, from one thread in p's sending namespace, in bursts
-// every 5 ms that catch up with the clock. sent waits for the end and
-// returns the number of frames sent.
-func traffic(t *testing.T, p *testnet.Pair, stop <-chan struct{}) (sent func() int) {
-	t.Helper()
-	n := 0
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		err := p.Do(1, func() error {
-			ifc, err := net.InterfaceByName(p.Dev[1])
-			if err != nil {
-				return err
-			}
-			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			to := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}
-			start := time.Now()
-			tick := time.NewTicker(5 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return nil
-				case <-tick.C:
-				}
-				for due := int(time.Since(start).Seconds() * sendRate); n < due; n++ {
-					if err := unix.Sendto(fd, watchFrame, 0, to); err != nil {
-						return err
-					}
-				}
-			}
-		})
-		if err != nil {
-			t.Errorf("send traffic: %v", err)
-		}
-	}()
-	return func() int {
-		<-done
-		return n
-	}
-}
-
-// watchSetup loads the program on a fresh pair and adds watchRule.
-func watchSetup(t *testing.T) (*testnet.Pair, string) {
-	p := testnet.NewPair(t)
-	dir := pinDir(t)
-	ok(t, p, dir, "load", "--dev", p.Dev[0])
-	ok(t, p, dir, "add", "--ip-address", watchRule)
-	t.Cleanup(func() { tm(t, p, dir, "unload", "--dev", p.Dev[0]) })
-	return p, dir
-}
 
 // watchRow is a rule's row of a --watch block.
 type watchRow struct {
@@ -280,10 +212,8 @@ func TestWatchTerminal(t *testing.T) {
 	// The traffic starts after the first block, however long a loaded
 	// machine takes to start the program, so that blocks 2 to 4 measure
 	// intervals wholly inside it.
-	for start := time.Now(); !strings.Contains(out.String(), "\x1b[H"); time.Sleep(10 * time.Millisecond) {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("no block from --watch within 10 s: %q", out.String())
-		}
+	if !testnet.Eventually(10*time.Second, func() bool { return strings.Contains(out.String(), "\x1b[H") }) {
+		t.Fatalf("no block from --watch within 10 s: %q", out.String())
 	}
 
 	stop := make(chan struct{})

@@ -231,3 +231,15 @@ func mustRun(t testing.TB, name string, args ...string) {
 		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
 	}
 }
+
+// Peer returns the same pair seen from its other end: its NS[0], Dev[0]
+// and addresses of index 0 are p's of index 1, and the other way round.
+// A helper that works in NS[0] works in NS[1] when given p.Peer().
+func (p *Pair) Peer() *Pair {
+	return &Pair{
+		NS:   [2]string{p.NS[1], p.NS[0]},
+		Dev:  [2]string{p.Dev[1], p.Dev[0]},
+		IPv4: [2]netip.Addr{p.IPv4[1], p.IPv4[0]},
+		IPv6: [2]netip.Addr{p.IPv6[1], p.IPv6[0]},
+	}
+}
