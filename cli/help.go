@@ -72,7 +72,7 @@ func (ListCmd) Help() string {
 
 // Help is what stats --help says after its one-line help.
 func (StatsCmd) Help() string {
-	return `Per rule: the total packets and bytes (in + out), then in (the destination matched) and out (the source matched), summed over the CPUs. A packet whose source and destination both fall in one rule counts once as in and once as out. Bytes are shown in B below 1 KiB, else in KiB, MiB, GiB or TiB with one decimal. --json prints exact integers, one rule a line: {"rules":[{"rule":..., "packets":N, "bytes":N, "in":{"packets":N, "bytes":N}, "out":{...}}, ...]}, without the spaces.
+	return `Per rule: the total packets and bytes (in + out), then in (the destination matched) and out (the source matched), summed over the CPUs. A packet whose source and destination both fall in one rule counts once as in and once as out. Bytes are shown in B below 1 KiB, else in KiB, MiB, GiB or TiB with one decimal. --json prints exact integers, one rule a line, each as {"rule":R,"packets":N,"bytes":N,"in":{...},"out":{...}}, in and out each holding "packets" and "bytes", all in {"rules":[...]}.
 
 --ip-address X shows exactly the rule X, not the longest matching one: if 10.0.0.0/24 is a rule, --ip-address 10.0.0.9 is an error naming 10.0.0.9/32 as no rule.
 
