@@ -179,22 +179,7 @@ func held[K sortKey[K]](f family[K], keys []K) ([]K, error) {
 // of stats entries and then a batch of rules, and one worker per CPU (as
 // many as GOMAXPROCS), each on its own thread, takes chunks in turn.
 //
-// Why (kernel 6.18, measured with perf and control maps on a shared 2-CPU
-// VM): creating a stats entry costs about 17 µs of system time, against
-// 1.3 µs to update an existing one, 2 µs to insert a rule into the trie,
-// and 1.9 µs to create an entry in a plain hash of the same sizes. The
-// difference is the per-CPU value: each new PERCPU_HASH entry
-// (BPF_F_NO_PREALLOC) takes it from a per-CPU cache of the BPF memory
-// allocator, which an irq_work refills from the kernel's per-CPU allocator
-// with interrupts off (perf charges 83% of the importing threads' samples
-// to where htab_map_update_elem_in_place turns interrupts back on), and a
-// kworker populates that allocator's pages four at a time; a burst can
-// find the cache empty (ENOMEM, waited out by retryNoMem). That cost is
-// the same per entry whether entries come one per system call or many per
-// batch (200,000 entries: 3.1 to 4.9 s single, 2.9 to 4.2 s in batches),
-// so batches save only the system calls and Go's marshalling. Two
-// processes creating entries at once spend the same system time per entry
-// each as one alone: the work divides over the CPUs.
+// Why, as measured: docs/performance.md, "Why a first import costs what it does".
 func write[K key](ctx context.Context, f family[K], keys []K, stats []Stats) (undo func(), err error) {
 	chunks := (len(keys) + chunkSize - 1) / chunkSize
 	type progress struct{ stats, rules int }

@@ -1,6 +1,6 @@
 // Command traffic_meter counts packets and bytes per IP address or CIDR on
-// the network interfaces it is loaded on, with an XDP program. See the
-// README for its commands.
+// the network interfaces it is loaded on, with an XDP program. See
+// traffic_meter --help, traffic_meter man and the README for its commands.
 package main
 
 import (
