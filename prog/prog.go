@@ -256,6 +256,13 @@ const (
 	// sDst: count the destination address, measuring the frame on a
 	// match.
 	sDst = "_dst"
+
+	// Within a count block: sWord, followed by i, masks word i of the
+	// address (i > 0); sMeasure measures the frame (Hook.Measure), and
+	// sAdd adds it to the rule's counters.
+	sWord    = "_word"
+	sMeasure = "_measure"
+	sAdd     = "_add"
 )
 
 // Ethernet framing.
@@ -294,8 +301,10 @@ var (
 // return in R0, as helper calls do.
 func Instructions(h Hook) asm.Instructions {
 	insns := ethernet(h)
+	// The IPv4 block: the header check falls through into the body.
 	insns = append(insns, ip4Header()...)
 	insns = append(insns, body(h, ipv4)...)
+	// The IPv6 block: the header check falls through into the body.
 	insns = append(insns, ip6Header()...)
 	insns = append(insns, body(h, ipv6)...)
 	return append(insns,
@@ -446,7 +455,7 @@ func copyAddr(f family, key, addr int16) asm.Instructions {
 // block is labelled label; it continues at noMatch when no rule matched
 // and at done otherwise.
 func countMeasuring(h Hook, f family, label string, key, valueOff int16, noMatch, done string) asm.Instructions {
-	measure, add := label+"_measure", label+"_add"
+	measure, add := label+sMeasure, label+sAdd
 	insns := matchRule(f, label, key, noMatch)
 	insns = append(insns, mask(f, label, key, measure)...)
 	insns = append(insns, h.Measure(measure)...)
@@ -459,7 +468,7 @@ func countMeasuring(h Hook, f family, label string, key, valueOff int16, noMatch
 // block is labelled label; it continues at noMatch when no rule matched
 // and at done otherwise.
 func countMeasured(f family, label string, key, valueOff int16, noMatch, done string) asm.Instructions {
-	add := label + "_add"
+	add := label + sAdd
 	insns := matchRule(f, label, key, noMatch)
 	insns = append(insns, mask(f, label, key, add)...)
 	return append(insns, addFrame(f, add, key, valueOff, done)...)
@@ -529,7 +538,7 @@ func lookup(label, m string, key int16) asm.Instructions {
 //	done:
 func mask(f family, label string, key int16, done string) asm.Instructions {
 	wb := f.wordBits()
-	word := func(w int32) string { return fmt.Sprintf("%s_word%d", label, w) }
+	word := func(w int32) string { return fmt.Sprint(label, sWord, w) }
 	next := func(w int32) string {
 		if w+1 == int32(f.words) {
 			return done
