@@ -36,17 +36,18 @@ import (
 type Features struct {
 	// Release is the kernel's release, as uname -r prints it.
 	Release string
-	// MultiBuffer: see the feature MultiBuffer.
+	// MultiBuffer: whether the kernel has the feature MultiBuffer (Table).
 	MultiBuffer bool
-	// XDPLink: see the feature XDPLink.
+	// XDPLink: whether the kernel has the feature XDPLink (Table).
 	XDPLink bool
-	// TCX: see the feature TCX.
+	// TCX: whether the kernel has the feature TCX (Table).
 	TCX bool
-	// HashBatch: see the feature HashBatch.
+	// HashBatch: whether the kernel has the feature HashBatch (Table).
 	HashBatch bool
-	// LPMBatch: see the feature LPMBatch.
+	// LPMBatch: whether the kernel has the feature LPMBatch (Table).
 	LPMBatch bool
-	// WireLen and GSOSegs: see the feature SkbWireLen, which needs both.
+	// WireLen and GSOSegs: whether the kernel has __sk_buff wire_len and
+	// gso_segs; the feature SkbWireLen needs both.
 	// Without them the egress program counts a GSO packet as one
 	// (prog.TCLen).
 	WireLen, GSOSegs bool
