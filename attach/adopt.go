@@ -9,6 +9,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 )
 
 // Adopt finds the XDP programs on the interfaces of the caller's network
@@ -54,7 +56,7 @@ func Adopt(dir string, mapIDs []ebpf.MapID) ([]Attachment, error) {
 
 // xdpAttachedSKB is the kernel's XDP_ATTACHED_SKB: a program attached in
 // generic mode.
-const xdpAttachedSKB = 2
+const xdpAttachedSKB = uapi.XDPAttachedSKB
 
 // adopt pins p, attached to l, if it uses one of mapIDs.
 func adopt(dir string, p *ebpf.Program, l netlink.Link, ns uint64, mapIDs []ebpf.MapID) (*Attachment, error) {

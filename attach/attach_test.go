@@ -4,9 +4,9 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
@@ -30,7 +30,7 @@ func testAttach(t *testing.T, m Method) {
 		t.Logf("kernel %s has no XDP bpf_links (Linux 5.9): testing the fallback, netlink", f.Release)
 		m = Netlink
 	}
-	dir, prog := setup(t, pair, ebpf.XDP, 2 /* XDP_PASS */)
+	dir, prog := setup(t, pair, ebpf.XDP)
 	err = pair.Do(0, func() error {
 		ifc, err := LookupInterface(pair.Dev[0])
 		if err != nil {
@@ -76,14 +76,11 @@ func testAttach(t *testing.T, m Method) {
 }
 
 // setup returns a pin directory for a test on pair, removed at its end,
-// and a program of type typ that returns ret, closed at its end.
-func setup(t *testing.T, pair *testnet.Pair, typ ebpf.ProgramType, ret int32) (string, *ebpf.Program) {
+// and a program of type typ that passes every packet on, closed at its end.
+func setup(t *testing.T, pair *testnet.Pair, typ ebpf.ProgramType) (string, *ebpf.Program) {
 	t.Helper()
 	dir := testnet.PinDir(t)
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: typ, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
-	})
+	prog, err := ebpf.NewProgram(uapi.Passthrough(typ))
 	if err != nil {
 		t.Fatal(err)
 	}

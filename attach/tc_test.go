@@ -28,7 +28,7 @@ func TestAttachEgress(t *testing.T) {
 				path = Clsact
 			}
 			pair := testnet.NewPair(t)
-			dir, prog := setup(t, pair, ebpf.SchedCLS, -1 /* TC_ACT_UNSPEC */)
+			dir, prog := setup(t, pair, ebpf.SchedCLS)
 			err = pair.Do(0, func() error {
 				ifc, err := LookupInterface(pair.Dev[0])
 				if err != nil {

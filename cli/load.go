@@ -73,8 +73,8 @@ type LoadCmd struct {
 	Direction string        `name:"direction" enum:"ingress,egress,both" default:"ingress" help:"Traffic to count: what IF receives (ingress, with XDP), what it sends (egress, with TC) or both."`
 	Object    string        `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program, for ingress; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
 	Mode      attach.Mode   `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
-	Attach    attach.Method `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach XDP: with a pinned bpf_link (Linux 5.9), through netlink, or auto (link, else netlink)."`
-	TC        attach.TCPath `name:"tc" enum:"auto,tcx,clsact" default:"auto" help:"How to attach to egress: with a pinned TCX bpf_link (Linux 6.6), with a cls_bpf filter on a clsact qdisc, or auto (tcx, else clsact)."`
+	Attach    attach.Method `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach XDP: with a pinned bpf_link (Linux ${linux_xdp_link}), through netlink, or auto (link, else netlink)."`
+	TC        attach.TCPath `name:"tc" enum:"auto,tcx,clsact" default:"auto" help:"How to attach to egress: with a pinned TCX bpf_link (Linux ${linux_tcx}), with a cls_bpf filter on a clsact qdisc, or auto (tcx, else clsact)."`
 	Capacity
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/alecthomas/kong"
 	"golang.org/x/sys/unix"
@@ -79,16 +80,25 @@ type feature struct {
 	have       bool
 }
 
-// features lists the optional features of f, with the fallback names of
-// kernel.Fallbacks.
+// features lists the optional features of f: every feature of
+// kernel.Table, by the names of their fallbacks.
 func features(f kernel.Features) []feature {
-	return []feature{
-		{"multi-buffer", "bpf_xdp_get_buff_len, multi-buffer XDP (Linux 5.18)", f.MultiBuffer},
-		{"xdp-link", "XDP bpf_links (Linux 5.9)", f.XDPLink},
-		{"tcx", "TCX (Linux 6.6)", f.TCX},
-		{"hash-batch", "batch operations on hash maps (Linux 5.6)", f.HashBatch},
-		{"lpm-batch", "batch operations on LPM tries (Linux 5.13)", f.LPMBatch},
+	var out []feature
+	for _, ft := range kernel.Table {
+		out = append(out, feature{ft.Name, ft.What + " (" + ft.Since() + ")", ft.Has(f)})
 	}
+	return out
+}
+
+// kernelVars are the help's variables that kernel.Table defines: the
+// mainline release of each feature, as ${linux_NAME}, with the dashes of
+// its name as underscores (${linux_xdp_link} is "5.9").
+func kernelVars() kong.Vars {
+	vars := kong.Vars{}
+	for _, ft := range kernel.Table {
+		vars["linux_"+strings.ReplaceAll(ft.Name, "-", "_")] = ft.Version
+	}
+	return vars
 }
 
 // readVersion gathers the version: from the build information, and from
@@ -108,10 +118,7 @@ func readVersion() version {
 			}
 		}
 	}
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err == nil {
-		v.Kernel.Release = unix.ByteSliceToString(uts.Release[:])
-	}
+	v.Kernel.Release, _ = kernel.Release() // "" if uname fails
 	f, err := kernel.Probe()
 	if err != nil {
 		v.Kernel.ProbeError = err.Error()

@@ -8,8 +8,11 @@
 // feature by trying it, never by reading the version: distributions
 // backport features. A feature is missing only when the kernel says it does
 // not know it; any other failure of a probe (EPERM, for example) is an
-// error. Each missing optional feature has a fallback, and Fallbacks says
-// what each one in use costs the user.
+// error. Table lists the optional features, each with its mainline
+// release, its probe and its fallback; version, the notices of load, the
+// help of load, the tests' choice of fallback and docs/kernels.md are
+// derived from it, and Fallbacks says what each fallback in use costs the
+// user.
 package kernel
 
 import (
@@ -24,68 +27,54 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 )
 
-// Features are the optional kernel features traffic_meter uses, each with
-// the mainline release that brought it.
+// Features are what Probe found of the running kernel: its release and,
+// for each optional feature of Table, whether it has it.
 type Features struct {
 	// Release is the kernel's release, as uname -r prints it.
 	Release string
-	// MultiBuffer: bpf_xdp_get_buff_len and multi-buffer XDP programs
-	// (5.18).
+	// MultiBuffer: whether the kernel has the feature MultiBuffer (Table).
 	MultiBuffer bool
-	// XDPLink: XDP attachments as bpf_links (5.9).
+	// XDPLink: whether the kernel has the feature XDPLink (Table).
 	XDPLink bool
-	// TCX: TC programs attached as bpf_links, without a qdisc (6.6).
+	// TCX: whether the kernel has the feature TCX (Table).
 	TCX bool
-	// HashBatch: batch lookup, update and delete on (per-CPU) hash maps
-	// (5.6).
+	// HashBatch: whether the kernel has the feature HashBatch (Table).
 	HashBatch bool
-	// LPMBatch: batch lookup, update and delete on LPM tries (5.13).
+	// LPMBatch: whether the kernel has the feature LPMBatch (Table).
 	LPMBatch bool
-	// WireLen and GSOSegs: a TC program may read __sk_buff's wire_len
-	// (5.0) and gso_segs (5.1). Both are older than the oldest kernel
-	// traffic_meter runs on, and are probed all the same: without them
-	// the egress program counts a GSO packet as one (prog.TCLen).
+	// WireLen and GSOSegs: whether the kernel has __sk_buff wire_len and
+	// gso_segs; the feature SkbWireLen needs both.
+	// Without them the egress program counts a GSO packet as one
+	// (prog.TCLen).
 	WireLen, GSOSegs bool
 	// MemlockCharged says that the kernel charges BPF maps to
-	// RLIMIT_MEMLOCK (before 5.11, when memory cgroups took over) and
-	// that Probe lifted the limit.
+	// RLIMIT_MEMLOCK (the feature Memlock is missing) and that Probe
+	// lifted the limit.
 	MemlockCharged bool
 }
 
 // Fallback is a missing feature and what traffic_meter does instead.
 type Fallback struct {
-	// Name is a short name of the missing feature, such as
-	// "multi-buffer".
+	// Name is the missing feature's Name, such as "multi-buffer".
 	Name string
 	// Notice tells the user, in a sentence, what is missing and what it
-	// costs them.
+	// costs them (Feature.Notice).
 	Notice string
 }
 
-// Fallbacks returns the fallbacks in use on a kernel with features f.
+// Fallbacks returns the fallbacks in use on a kernel with features f, in
+// the order of Table.
 func (f Features) Fallbacks() []Fallback {
 	var out []Fallback
-	add := func(have bool, name, notice string) {
-		if !have {
-			out = append(out, Fallback{name, notice})
+	for _, ft := range Table {
+		if !ft.Has(f) {
+			out = append(out, Fallback{ft.Name, ft.Notice()})
 		}
 	}
-	add(!f.MemlockCharged, "memlock",
-		"this kernel charges BPF maps to RLIMIT_MEMLOCK (before Linux 5.11): traffic_meter lifted the limit for itself")
-	add(f.MultiBuffer, "multi-buffer",
-		"this kernel has no bpf_xdp_get_buff_len (Linux 5.18): multi-buffer (jumbo) frames are counted by their first buffer only")
-	add(f.XDPLink, "xdp-link",
-		"this kernel has no XDP bpf_links (Linux 5.9): the program is attached through netlink, where any tool can detach or replace it unseen until the next traffic_meter command")
-	add(f.TCX, "tcx",
-		"this kernel has no TCX (Linux 6.6): TC programs are attached as cls_bpf filters of a clsact qdisc, which other tc users can remove")
-	add(f.WireLen && f.GSOSegs, "skb-wire-len",
-		"this kernel has no __sk_buff wire_len and gso_segs (Linux 5.1): egress counts a GSO packet as one packet of its own length, without the headers of its other segments")
-	add(f.HashBatch, "hash-batch",
-		"this kernel has no batch operations on hash maps (Linux 5.6): stats are read one rule at a time, slower with many rules")
-	add(f.LPMBatch, "lpm-batch",
-		"this kernel has no batch operations on LPM tries (Linux 5.13): rules are read and written one at a time, slower with many rules")
 	return out
 }
 
@@ -107,38 +96,35 @@ func Probe() (Features, error) {
 
 func probe() (Features, error) {
 	var f Features
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return f, fmt.Errorf("read the kernel release: %w", err)
-	}
-	f.Release = unix.ByteSliceToString(uts.Release[:])
-
 	var err error
+	if f.Release, err = Release(); err != nil {
+		return f, err
+	}
 	if f.MemlockCharged, err = liftMemlock(); err != nil {
 		return f, err
 	}
 	if err := required(); err != nil {
 		return f, err
 	}
-	for _, p := range []struct {
-		what  string
-		have  *bool
-		probe func() error
-	}{
-		{"bpf_xdp_get_buff_len", &f.MultiBuffer, func() error { return features.HaveProgramHelper(ebpf.XDP, asm.FnXdpGetBuffLen) }},
-		{"batch operations on hash maps", &f.HashBatch, func() error { return batch(ebpf.PerCPUHash) }},
-		{"batch operations on LPM tries", &f.LPMBatch, func() error { return batch(ebpf.LPMTrie) }},
-		{"__sk_buff wire_len", &f.WireLen, func() error { return skbField(wireLenOff) }},
-		{"__sk_buff gso_segs", &f.GSOSegs, func() error { return skbField(gsoSegsOff) }},
-	} {
-		if *p.have, err = have(p.probe()); err != nil {
-			return f, fmt.Errorf("probe the kernel for %s: %w", p.what, err)
+	for _, ft := range Table {
+		if ft.probe == nil {
+			continue
+		}
+		if err := ft.probe(&f); err != nil {
+			return f, fmt.Errorf("probe the kernel for %s: %w", ft.What, err)
 		}
 	}
-	if f.XDPLink, f.TCX, err = links(); err != nil {
-		return f, err
-	}
 	return f, nil
+}
+
+// Release returns the running kernel's release, as uname -r prints it. It
+// needs no privilege.
+func Release() (string, error) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return "", fmt.Errorf("read the kernel release: %w", err)
+	}
+	return unix.ByteSliceToString(uts.Release[:]), nil
 }
 
 // have turns a probe's error into whether the feature is there.
@@ -222,12 +208,6 @@ func batch(t ebpf.MapType) error {
 	return err
 }
 
-// Offsets of fields in struct __sk_buff.
-const (
-	wireLenOff = 160
-	gsoSegsOff = 164
-)
-
 // skbField probes whether a TC program may read the 32-bit field of
 // __sk_buff at off: a kernel that does not know it rejects the program.
 func skbField(off int16) error {
@@ -251,39 +231,38 @@ func skbField(off int16) error {
 	return err
 }
 
-// links probes XDP bpf_links and TCX by attaching a program that does
-// nothing to the loopback interface of a network namespace made for the
-// probe, on a thread of its own that dies with it: nothing outside the
-// probe sees it.
-func links() (xdpLink, tcx bool, err error) {
+// inNetns runs probe in a network namespace made for it, on a thread of
+// its own that dies with it: nothing outside the probe sees what it
+// attaches to the namespace's loopback interface.
+func inNetns(probe func(lo int) (bool, error)) (bool, error) {
 	type result struct {
-		xdpLink, tcx bool
-		err          error
+		have bool
+		err  error
 	}
 	done := make(chan result)
 	go func() {
 		// The thread is never unlocked: it ends with the goroutine, and
 		// the namespace with it.
 		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- result{err: fmt.Errorf("make a network namespace to probe attachments in: %w", err)}
+			return
+		}
+		const lo = 1 // the loopback interface's index, in every namespace
 		var r result
-		r.xdpLink, r.tcx, r.err = linksHere()
+		r.have, r.err = probe(lo)
 		done <- r
 	}()
 	r := <-done
-	return r.xdpLink, r.tcx, r.err
+	return r.have, r.err
 }
 
-func linksHere() (xdpLink, tcx bool, err error) {
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		return false, false, fmt.Errorf("make a network namespace to probe attachments in: %w", err)
-	}
-	const lo = 1 // the loopback interface's index, in every namespace
-	xdp, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-	})
+// xdpLink probes XDP bpf_links by attaching a program that passes every
+// frame to the interface lo.
+func xdpLink(lo int) (bool, error) {
+	xdp, err := ebpf.NewProgram(uapi.Passthrough(ebpf.XDP))
 	if err != nil {
-		return false, false, fmt.Errorf("load an XDP program: %w", err)
+		return false, fmt.Errorf("load an XDP program: %w", err)
 	}
 	defer xdp.Close()
 	l, err := link.AttachXDP(link.XDPOptions{Program: xdp, Interface: lo, Flags: link.XDPGenericMode})
@@ -292,27 +271,23 @@ func linksHere() (xdpLink, tcx bool, err error) {
 	if errors.Is(err, unix.EINVAL) {
 		err = ebpf.ErrNotSupported
 	}
-	if xdpLink, err = have(err); err != nil {
-		return false, false, fmt.Errorf("probe the kernel for XDP bpf_links: %w", err)
-	}
 	if l != nil {
 		l.Close()
 	}
+	return have(err)
+}
 
-	cls, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1 /* TC_ACT_UNSPEC */), asm.Return()},
-	})
+// tcx probes TCX by attaching a TC program that passes every packet to
+// the egress of the interface lo.
+func tcx(lo int) (bool, error) {
+	cls, err := ebpf.NewProgram(uapi.Passthrough(ebpf.SchedCLS))
 	if err != nil {
-		return false, false, fmt.Errorf("load a TC program: %w", err)
+		return false, fmt.Errorf("load a TC program: %w", err)
 	}
 	defer cls.Close()
-	l, err = link.AttachTCX(link.TCXOptions{Program: cls, Attach: ebpf.AttachTCXEgress, Interface: lo})
-	if tcx, err = have(err); err != nil {
-		return false, false, fmt.Errorf("probe the kernel for TCX: %w", err)
-	}
+	l, err := link.AttachTCX(link.TCXOptions{Program: cls, Attach: ebpf.AttachTCXEgress, Interface: lo})
 	if l != nil {
 		l.Close()
 	}
-	return xdpLink, tcx, nil
+	return have(err)
 }

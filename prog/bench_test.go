@@ -14,6 +14,7 @@ import (
 
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -92,11 +93,7 @@ func bench(b *testing.B, h Hook, p *ebpf.Program, data []byte) time.Duration {
 // emptyProgram returns a program of the hook's type that returns its
 // verdict and does nothing else.
 func emptyProgram(b *testing.B, h Hook) *ebpf.Program {
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         h.Type,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, h.Verdict), asm.Return()},
-	})
+	p, err := ebpf.NewProgram(uapi.Passthrough(h.Type))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -120,31 +117,20 @@ func floorProgram(b *testing.B, h Hook, set *maps.Set, src, dst netip.Addr) *ebp
 		}
 		return insns
 	}
-	lookup := func(m string, off int16) asm.Instructions {
-		return asm.Instructions{
-			asm.LoadMapPtr(asm.R1, 0).WithReference(m),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, int32(off)),
-			asm.FnMapLookupElem.Call(),
-		}
-	}
 	var insns asm.Instructions
 	for _, a := range []struct {
+		name string
 		addr netip.Addr
 		key  int16
-	}{{src, f.srcKey}, {dst, f.dstKey}} {
+	}{{"src", src, f.srcKey}, {"dst", dst, f.dstKey}} {
 		rule := longest(b, set, a.addr)
 		insns = append(insns, storeKey(a.key, a.addr.BitLen(), a.addr)...)
-		insns = append(insns, lookup(f.rules, a.key)...)
+		insns = append(insns, lookup(a.name+"_rule", f.rules, a.key)...)
 		insns = append(insns, storeKey(a.key, rule.Bits(), rule.Addr())...)
-		insns = append(insns, lookup(f.stats, a.key)...)
+		insns = append(insns, lookup(a.name+"_stats", f.stats, a.key)...)
 	}
 	insns = append(insns, asm.Mov.Imm(asm.R0, h.Verdict), asm.Return())
-	spec := &ebpf.CollectionSpec{
-		Maps:     maps.Spec(maps.DefaultMaxRules),
-		Programs: map[string]*ebpf.ProgramSpec{"floor": {Type: h.Type, License: "GPL", Instructions: insns}},
-	}
-	p, err := set.LoadProgram(spec, "floor")
+	p, err := loadOver(&ebpf.ProgramSpec{Type: h.Type, License: "GPL", Instructions: insns}, set)
 	if err != nil {
 		b.Fatal(err)
 	}

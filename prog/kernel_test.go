@@ -3,13 +3,13 @@ package prog
 import (
 	"testing"
 
-	"github.com/cilium/ebpf"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
-// available returns h if the kernel supports it, else its fallback, which
-// the test then runs instead, saying so in its log.
+// available returns h if the kernel has the feature it needs, else its
+// fallback (Hook.On), which the test then runs instead, saying so in its
+// log.
 func available(t testing.TB, h Hook) Hook {
 	t.Helper()
 	testnet.RequireRoot(t)
@@ -17,13 +17,9 @@ func available(t testing.TB, h Hook) Hook {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Frags && !f.MultiBuffer {
-		t.Logf("kernel %s has no multi-buffer XDP (bpf_xdp_get_buff_len, Linux 5.18): testing its fallback, the linear hook", f.Release)
-		return XDPHook(f)
-	}
-	if h.Type == ebpf.SchedCLS && !(f.WireLen && f.GSOSegs) {
-		t.Logf("kernel %s has no __sk_buff wire_len and gso_segs (Linux 5.1): testing its fallback, the skb->len hook", f.Release)
-		return TCHook(f)
+	if got := h.On(f); got.Name != h.Name {
+		t.Logf("kernel %s has no %s (%s): testing the fallback of the %s hook, the %s hook", f.Release, h.Needs.What, h.Needs.Since(), h.Name, got.Name)
+		return got
 	}
 	return h
 }

@@ -16,7 +16,9 @@
 // The parse-and-count body is emitted against a Hook, which says where the
 // packet pointers live in the program's context, how the bytes and packets
 // to count are found and what verdict to return, so the same body serves
-// XDP (struct xdp_md) and TC (struct __sk_buff).
+// XDP (struct xdp_md) and TC (struct __sk_buff). The listing of each hook's
+// program is in testdata/<hook>.golden, which TestListing checks without
+// root.
 package prog
 
 import (
@@ -27,6 +29,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
@@ -41,35 +44,10 @@ const (
 	rPackets = asm.R8 // the packets to count, once a rule has matched
 )
 
-// Verdicts.
-const (
-	// XDPPass is XDP_PASS: the frame goes on up the stack.
-	XDPPass = 2
-	// TCNext is TC_ACT_UNSPEC for a cls_bpf filter and TCX_NEXT for TCX
-	// (both -1): the frame goes on to the next program or filter, and
-	// then on its way.
-	TCNext = -1
-)
-
-// Offsets of the fields the program reads in its contexts: struct xdp_md
-// for XDP, struct __sk_buff for TC.
-const (
-	xdpData    = 0  // xdp_md.data
-	xdpDataEnd = 4  // xdp_md.data_end
-	skbLen     = 0  // __sk_buff.len
-	skbVLAN    = 20 // __sk_buff.vlan_present
-	skbData    = 76 // __sk_buff.data
-	skbDataEnd = 80 // __sk_buff.data_end
-	// skbWireLen is __sk_buff.wire_len (Linux 5.0): on egress, the bytes
-	// of every segment a GSO packet becomes, each with its own headers.
-	skbWireLen = 160
-	// skbGSOSegs is __sk_buff.gso_segs (Linux 5.1): the number of segments
-	// a GSO packet becomes, 0 or 1 for any other.
-	skbGSOSegs = 164
-)
-
 // Hook describes the attach point the body is emitted for.
 type Hook struct {
+	// Name names the hook in test logs and listings (testdata/Name.golden).
+	Name string
 	// Type and AttachType are the program's type and expected attach
 	// type.
 	Type       ebpf.ProgramType
@@ -78,24 +56,40 @@ type Hook struct {
 	// pointers in the context.
 	DataOff, DataEndOff int16
 	// Measure emits instructions that leave the bytes to count in R7 and
-	// the packets in R8. The context is in R6; R1-R5 may be clobbered.
-	// Labels it defines start with prefix.
-	Measure func(prefix string) asm.Instructions
-	// Verdict is the return code: the frame always goes on.
+	// the packets in R8, the first of them labelled label; labels of its
+	// own start with label. The context is in R6; R1-R5 may be clobbered.
+	Measure func(label string) asm.Instructions
+	// Verdict is the return code: the frame always goes on
+	// (uapi.PassVerdict of Type).
 	Verdict int32
 	// Frags says whether the program is loaded as aware of multi-buffer
 	// frames (BPF_F_XDP_HAS_FRAGS).
 	Frags bool
+	// Needs is the kernel feature the hook needs, nil for none, and
+	// Fallback the hook to use instead on a kernel without it.
+	Needs    *kernel.Feature
+	Fallback *Hook
+}
+
+// On returns h if a kernel with features f has what h needs, else its
+// fallback.
+func (h Hook) On(f kernel.Features) Hook {
+	if h.Needs == nil || h.Needs.Has(f) {
+		return h
+	}
+	return *h.Fallback
 }
 
 // XDPMultiBuffer is the XDP hook that counts the whole frame, every fragment
 // of a multi-buffer frame included, with bpf_xdp_get_buff_len (Linux 5.18).
 var XDPMultiBuffer = Hook{
-	Type: ebpf.XDP, AttachType: ebpf.AttachXDP,
-	DataOff: xdpData, DataEndOff: xdpDataEnd, Verdict: XDPPass, Frags: true,
-	Measure: func(string) asm.Instructions {
+	Name: "xdp", Type: ebpf.XDP, AttachType: ebpf.AttachXDP,
+	DataOff: uapi.XDPMDData, DataEndOff: uapi.XDPMDDataEnd, Verdict: uapi.XDPPass, Frags: true,
+	Needs: kernel.MultiBuffer, Fallback: &XDPLinear,
+	Measure: func(label string) asm.Instructions {
 		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, rCtx),
+			// len = bpf_xdp_get_buff_len(ctx); packets = 1;
+			asm.Mov.Reg(asm.R1, rCtx).WithSymbol(label),
 			asm.FnXdpGetBuffLen.Call(),
 			asm.Mov.Reg(rLen, asm.R0),
 			asm.Mov.Imm(rPackets, 1),
@@ -106,12 +100,13 @@ var XDPMultiBuffer = Hook{
 // XDPLinear is the XDP hook for kernels without bpf_xdp_get_buff_len: the
 // frame length is that of its linear part, data_end - data.
 var XDPLinear = Hook{
-	Type: ebpf.XDP, AttachType: ebpf.AttachXDP,
-	DataOff: xdpData, DataEndOff: xdpDataEnd, Verdict: XDPPass,
-	Measure: func(string) asm.Instructions {
+	Name: "xdp-linear", Type: ebpf.XDP, AttachType: ebpf.AttachXDP,
+	DataOff: uapi.XDPMDData, DataEndOff: uapi.XDPMDDataEnd, Verdict: uapi.XDPPass,
+	Measure: func(label string) asm.Instructions {
 		return asm.Instructions{
-			asm.LoadMem(rLen, rCtx, xdpDataEnd, asm.Word),
-			asm.LoadMem(asm.R1, rCtx, xdpData, asm.Word),
+			// len = ctx->data_end - ctx->data; packets = 1;
+			asm.LoadMem(rLen, rCtx, uapi.XDPMDDataEnd, asm.Word).WithSymbol(label),
+			asm.LoadMem(asm.R1, rCtx, uapi.XDPMDData, asm.Word),
 			asm.Sub.Reg(rLen, asm.R1),
 			asm.Mov.Imm(rPackets, 1),
 		}
@@ -120,12 +115,7 @@ var XDPLinear = Hook{
 
 // XDPHook returns the best XDP hook a kernel with features f supports:
 // the multi-buffer hook, else its fallback, the linear one.
-func XDPHook(f kernel.Features) Hook {
-	if f.MultiBuffer {
-		return XDPMultiBuffer
-	}
-	return XDPLinear
-}
+func XDPHook(f kernel.Features) Hook { return XDPMultiBuffer.On(f) }
 
 // TCEgress is the TC hook that counts what goes on the wire: a GSO/TSO
 // packet counts as the max(gso_segs, 1) segments it becomes, with wire_len
@@ -133,15 +123,19 @@ func XDPHook(f kernel.Features) Hook {
 // driver, the hardware or validate_xmit_vlan after the hook) adds its 4
 // bytes to every segment.
 var TCEgress = Hook{
-	Type: ebpf.SchedCLS, DataOff: skbData, DataEndOff: skbDataEnd, Verdict: TCNext,
-	Measure: func(prefix string) asm.Instructions {
+	Name: "tc", Type: ebpf.SchedCLS, DataOff: uapi.SkbData, DataEndOff: uapi.SkbDataEnd, Verdict: uapi.TCActUnspec,
+	Needs: kernel.SkbWireLen, Fallback: &TCLen,
+	Measure: func(label string) asm.Instructions {
+		segs := label + "_segs"
 		return asm.Instructions{
-			asm.LoadMem(rLen, rCtx, skbWireLen, asm.Word),
-			asm.LoadMem(rPackets, rCtx, skbGSOSegs, asm.Word),
-			asm.JNE.Imm(rPackets, 0, prefix+"_segs"),
+			// len = skb->wire_len;
+			asm.LoadMem(rLen, rCtx, uapi.SkbWireLen, asm.Word).WithSymbol(label),
+			// packets = skb->gso_segs; if (packets == 0) packets = 1;
+			asm.LoadMem(rPackets, rCtx, uapi.SkbGSOSegs, asm.Word),
+			asm.JNE.Imm(rPackets, 0, segs),
 			asm.Mov.Imm(rPackets, 1),
-			// vlan_present reads as 0 or 1: add a tag to every segment.
-			asm.LoadMem(asm.R1, rCtx, skbVLAN, asm.Word).WithSymbol(prefix + "_segs"),
+			// len += skb->vlan_present * packets * 4; (vlan_present is 0 or 1)
+			asm.LoadMem(asm.R1, rCtx, uapi.SkbVLANPresent, asm.Word).WithSymbol(segs),
 			asm.Mul.Reg(asm.R1, rPackets),
 			asm.Mul.Imm(asm.R1, vlanTag),
 			asm.Add.Reg(rLen, asm.R1),
@@ -149,26 +143,23 @@ var TCEgress = Hook{
 	},
 }
 
-// TCHook returns the best TC hook for a kernel with features f.
-func TCHook(f kernel.Features) Hook {
-	if f.WireLen && f.GSOSegs {
-		return TCEgress
-	}
-	return TCLen
-}
-
 // TCLen is the TC hook for kernels without __sk_buff.wire_len and gso_segs
 // (before Linux 5.1): every skb counts as one packet of skb->len bytes, so
 // a GSO packet counts as one, without the headers of its other segments.
 var TCLen = Hook{
-	Type: ebpf.SchedCLS, DataOff: skbData, DataEndOff: skbDataEnd, Verdict: TCNext,
-	Measure: func(string) asm.Instructions {
+	Name: "tc-len", Type: ebpf.SchedCLS, DataOff: uapi.SkbData, DataEndOff: uapi.SkbDataEnd, Verdict: uapi.TCActUnspec,
+	Measure: func(label string) asm.Instructions {
 		return asm.Instructions{
-			asm.LoadMem(rLen, rCtx, skbLen, asm.Word),
+			// len = skb->len; packets = 1;
+			asm.LoadMem(rLen, rCtx, uapi.SkbLen, asm.Word).WithSymbol(label),
 			asm.Mov.Imm(rPackets, 1),
 		}
 	},
 }
+
+// TCHook returns the best TC hook for a kernel with features f: the wire
+// hook, else its fallback, the skb->len one.
+func TCHook(f kernel.Features) Hook { return TCEgress.On(f) }
 
 // Spec returns the program spec for a hook. Its map loads refer to the maps
 // by name (package maps), to be resolved when the program is loaded.
@@ -189,19 +180,27 @@ func Spec(h Hook) *ebpf.ProgramSpec {
 
 // Load loads the program for a hook over a set of maps.
 func Load(h Hook, set *maps.Set) (*ebpf.Program, error) {
-	p, err := set.LoadProgram(&ebpf.CollectionSpec{
-		Maps:     maps.Spec(maps.DefaultMaxRules),
-		Programs: map[string]*ebpf.ProgramSpec{Name: Spec(h)},
-	}, Name)
+	p, err := loadOver(Spec(h), set)
 	if err != nil {
 		return nil, fmt.Errorf("load the %s program: %w", h.Type, err)
 	}
 	return p, nil
 }
 
+// loadOver loads a program whose map loads refer to the maps by name over
+// the maps of set.
+func loadOver(spec *ebpf.ProgramSpec, set *maps.Set) (*ebpf.Program, error) {
+	for name, m := range set.Replacements() {
+		if err := spec.Instructions.AssociateMap(name, m); err != nil {
+			return nil, err
+		}
+	}
+	return ebpf.NewProgram(spec)
+}
+
 // family is what the body needs to know of an address family.
 type family struct {
-	name         string
+	name         string // the family's label, and the prefix of its blocks' labels
 	rules, stats string // map names
 	minHeader    int16  // bytes of IP header needed to read both addresses
 	src, dst     int16  // address offsets in the IP header
@@ -211,9 +210,22 @@ type family struct {
 	dstKey       int16 // stack offset of the destination key
 }
 
-// The keys on the stack are {u32 prefixlen; addr}: the address follows the
-// prefix length, at an offset aligned to the word size, as the verifier
-// wants stack accesses to be.
+// The stack frame, below fp (R10), holds a frame's two lookup keys, each
+// {u32 prefixlen; address}. The address follows the prefix length at an
+// offset aligned to the word size, as the verifier wants stack accesses to
+// be: 8 bytes for IPv6, loaded and stored a DWord at a time. A frame is
+// IPv4 or IPv6, so the two families' keys may overlap:
+//
+//	fp-52  ipv6 src.prefixlen
+//	fp-48  ipv6 src.addr[0:8]
+//	fp-40  ipv6 src.addr[8:16]
+//	fp-32  (unused)
+//	fp-28  ipv6 dst.prefixlen
+//	fp-24  ipv6 dst.addr[0:8]
+//	fp-16  ipv6 dst.addr[8:16]  |  ipv4 src.prefixlen
+//	fp-12                       |  ipv4 src.addr
+//	fp-8   (unused)             |  ipv4 dst.prefixlen
+//	fp-4                        |  ipv4 dst.addr
 var (
 	ipv4 = family{name: "ip4", rules: maps.RulesV4Name, stats: maps.StatsV4Name,
 		minHeader: 20, src: 12, dst: 16, words: 1, size: asm.Word, srcKey: -16, dstKey: -8}
@@ -223,6 +235,35 @@ var (
 
 func (f family) bits() int32     { return int32(f.words * f.size.Sizeof() * 8) }
 func (f family) wordBits() int32 { return int32(f.size.Sizeof() * 8) }
+
+// Labels of the program's blocks. A family's blocks are labelled with the
+// family's name (f.name, "ip4" or "ip6": its header, whose bounds are not
+// checked yet) followed by a suffix.
+const (
+	// lPass returns the verdict: every frame ends there.
+	lPass = "pass"
+	// lVLAN, followed by 1 or 2, reads the ethertype after that VLAN tag.
+	lVLAN = "vlan"
+	// sChecked: the IPv4 header, its fixed part known to be in the frame.
+	sChecked = "_checked"
+	// sKeys: copy the addresses into their lookup keys.
+	sKeys = "_keys"
+	// sSrc: count the source address, measuring the frame on a match.
+	sSrc = "_src"
+	// sDstMeasured: count the destination address, the frame measured
+	// by the source's match.
+	sDstMeasured = "_dst_len"
+	// sDst: count the destination address, measuring the frame on a
+	// match.
+	sDst = "_dst"
+
+	// Within a count block: sWord, followed by i, masks word i of the
+	// address (i > 0); sMeasure measures the frame (Hook.Measure), and
+	// sAdd adds it to the rule's counters.
+	sWord    = "_word"
+	sMeasure = "_measure"
+	sAdd     = "_add"
+)
 
 // Ethernet framing.
 const (
@@ -247,13 +288,36 @@ var (
 	eth8021AD = wire(unix.ETH_P_8021AD)
 )
 
-// Instructions returns the whole program for a hook.
+// Instructions returns the whole program for a hook: the Ethernet parse,
+// then the IPv4 block (header check and body), the IPv6 block, and the
+// verdict. Control passes between blocks only by jumps; within a block,
+// the header check falls through into the body. TestListing shows the
+// result, testdata/<hook>.golden.
 //
 // Registers: R6 holds the context throughout, R7 and R8 the bytes and
-// packets to count once known. While parsing, R2 points at the frame (moved forward past each VLAN
-// tag, so the IP header is always at R2+14), R3 at its end and R4/R5 are
-// scratch. Map lookups use R1-R5 and return in R0, as helper calls do.
+// packets to count once known. While parsing, R2 points at the frame
+// (moved forward past each VLAN tag, so the IP header is always at
+// R2+14), R3 at its end and R4/R5 are scratch. Map lookups use R1-R5 and
+// return in R0, as helper calls do.
 func Instructions(h Hook) asm.Instructions {
+	insns := ethernet(h)
+	// The IPv4 block: the header check falls through into the body.
+	insns = append(insns, ip4Header()...)
+	insns = append(insns, body(h, ipv4)...)
+	// The IPv6 block: the header check falls through into the body.
+	insns = append(insns, ip6Header()...)
+	insns = append(insns, body(h, ipv6)...)
+	return append(insns,
+		// return verdict; (every frame goes on)
+		asm.Mov.Imm(asm.R0, h.Verdict).WithSymbol(lPass),
+		asm.Return(),
+	)
+}
+
+// ethernet loads the packet bounds and dispatches on the ethertype,
+// stepping past up to two VLAN tags (802.1Q or 802.1AD), to the IPv4 or
+// the IPv6 block; any other frame jumps to lPass.
+func ethernet(h Hook) asm.Instructions {
 	insns := asm.Instructions{
 		// Keep the context; load the packet bounds.
 		asm.Mov.Reg(rCtx, asm.R1),
@@ -262,39 +326,32 @@ func Instructions(h Hook) asm.Instructions {
 
 		// No IP frame is shorter than Ethernet + IPv4 header: one bounds
 		// check covers the ethertype and two VLAN tags.
+		// if (data + 14 + 20 > data_end) goto pass;
 		asm.Mov.Reg(asm.R4, asm.R2),
 		asm.Add.Imm(asm.R4, int32(ethHeader+ipv4.minHeader)),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.JGT.Reg(asm.R4, asm.R3, lPass),
 
-		// Dispatch on the ethertype; untagged IPv4 is the first test.
+		// Dispatch on the ethertype; untagged IPv4 is the first test,
+		// and its fixed header is within the bounds just checked.
 		asm.LoadMem(asm.R4, asm.R2, ethType, asm.Half),
-		asm.JEq.Imm(asm.R4, ethIPv4, "ip4_checked"),
-		asm.JEq.Imm(asm.R4, ethIPv6, "ip6"),
+		asm.JEq.Imm(asm.R4, ethIPv4, ipv4.name+sChecked),
+		asm.JEq.Imm(asm.R4, ethIPv6, ipv6.name),
 	}
-	// Up to two VLAN tags (802.1Q or 802.1AD): step R2 past each tag and
-	// dispatch on the ethertype that follows it.
-	for i, tag := range []string{"vlan1", "vlan2"} {
+	// Up to two VLAN tags: step R2 past each tag and dispatch on the
+	// ethertype that follows it.
+	for i := 1; i <= 2; i++ {
+		tag := fmt.Sprint(lVLAN, i)
 		insns = append(insns,
 			asm.JEq.Imm(asm.R4, eth8021Q, tag),
-			asm.JNE.Imm(asm.R4, eth8021AD, "pass"),
+			asm.JNE.Imm(asm.R4, eth8021AD, lPass),
 			asm.LoadMem(asm.R4, asm.R2, ethType+vlanTag, asm.Half).WithSymbol(tag),
 			asm.Add.Imm(asm.R2, vlanTag),
-			asm.JEq.Imm(asm.R4, ethIPv4, "ip4"),
-			asm.JEq.Imm(asm.R4, ethIPv6, "ip6"),
+			asm.JEq.Imm(asm.R4, ethIPv4, ipv4.name),
+			asm.JEq.Imm(asm.R4, ethIPv6, ipv6.name),
 		)
-		if i == 1 {
-			insns = append(insns, asm.Ja.Label("pass"))
-		}
 	}
-	insns = append(insns, ip4Header()...)
-	insns = append(insns, body(h, ipv4)...)
-	insns = append(insns, ip6Header()...)
-	insns = append(insns, body(h, ipv6)...)
-	return append(insns,
-		// Every frame goes on.
-		asm.Mov.Imm(asm.R0, h.Verdict).WithSymbol("pass"),
-		asm.Return(),
-	)
+	// A third tag, or any other ethertype after the second.
+	return append(insns, asm.Ja.Label(lPass))
 }
 
 // ip4Header checks an IPv4 header at R2+14 and falls through to the IPv4
@@ -302,26 +359,32 @@ func Instructions(h Hook) asm.Instructions {
 func ip4Header() asm.Instructions {
 	return asm.Instructions{
 		// After a VLAN tag the fixed header must be re-checked.
-		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("ip4"),
+		// if (data + 14 + 20 > data_end) goto pass;
+		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol(ipv4.name),
 		asm.Add.Imm(asm.R4, int32(ethHeader+ipv4.minHeader)),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.JGT.Reg(asm.R4, asm.R3, lPass),
 
 		// Version 4 with a 20-byte header is the common case.
-		asm.LoadMem(asm.R4, asm.R2, ethHeader, asm.Byte).WithSymbol("ip4_checked"),
-		asm.JEq.Imm(asm.R4, 0x45, "ip4_keys"),
+		// if (ip->version_ihl == 0x45) goto ip4_keys;
+		asm.LoadMem(asm.R4, asm.R2, ethHeader, asm.Byte).WithSymbol(ipv4.name + sChecked),
+		asm.JEq.Imm(asm.R4, 0x45, ipv4.name+sKeys),
 
 		// Otherwise: version 4, header length at least 5 words, and the
 		// frame must hold the whole header with its options.
+		// if ((version_ihl & 0xf0) != 0x40) goto pass;
 		asm.Mov.Reg(asm.R5, asm.R4),
 		asm.And.Imm(asm.R5, 0xf0),
-		asm.JNE.Imm(asm.R5, 0x40, "pass"),
+		asm.JNE.Imm(asm.R5, 0x40, lPass),
+		// ihl = version_ihl & 0x0f; if (ihl < 5) goto pass;
 		asm.And.Imm(asm.R4, 0x0f),
-		asm.JLT.Imm(asm.R4, 5, "pass"),
+		asm.JLT.Imm(asm.R4, 5, lPass),
+		// if (data + 14 + ihl*4 > data_end) goto pass;
 		asm.LSh.Imm(asm.R4, 2),
 		asm.Add.Reg(asm.R4, asm.R2),
 		asm.Add.Imm(asm.R4, ethHeader),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.Ja.Label("ip4_keys"),
+		asm.JGT.Reg(asm.R4, asm.R3, lPass),
+		// goto ip4_keys; (the next instruction)
+		asm.Ja.Label(ipv4.name + sKeys),
 	}
 }
 
@@ -330,86 +393,130 @@ func ip4Header() asm.Instructions {
 // addresses and do not matter.
 func ip6Header() asm.Instructions {
 	return asm.Instructions{
-		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("ip6"),
+		// if (data + 14 + 40 > data_end) goto pass;
+		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol(ipv6.name),
 		asm.Add.Imm(asm.R4, int32(ethHeader+ipv6.minHeader)),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.JGT.Reg(asm.R4, asm.R3, lPass),
+		// if ((ip6->version_class & 0xf0) != 0x60) goto pass;
 		asm.LoadMem(asm.R4, asm.R2, ethHeader, asm.Byte),
 		asm.And.Imm(asm.R4, 0xf0),
-		asm.JNE.Imm(asm.R4, 0x60, "pass"),
+		asm.JNE.Imm(asm.R4, 0x60, lPass),
 	}
 }
 
 // body copies the family's source and destination addresses from the IP
-// header at R2+14 into their lookup keys on the stack, then counts each.
+// header at R2+14 into their lookup keys on the stack, then counts each,
+// and ends by jumping to lPass.
 //
 // The bytes and packets are measured only once a rule matched, and at most
-// once: the destination part is emitted twice, for when the source part
-// measured them and for when it did not.
+// once. So the destination is counted by one of two blocks: sDstMeasured
+// when the source matched (and measured), sDst when it did not.
 func body(h Hook, f family) asm.Instructions {
-	insns := asm.Instructions{}
-	for _, k := range []struct{ key, addr int16 }{{f.srcKey, f.src}, {f.dstKey, f.dst}} {
-		// Key: {prefixlen = full length, address}, a host route to look up.
-		insns = append(insns, asm.StoreImm(asm.RFP, k.key, int64(f.bits()), asm.Word))
-		for w := range int16(f.words) {
-			off := w * int16(f.size.Sizeof())
-			insns = append(insns,
-				asm.LoadMem(asm.R4, asm.R2, ethHeader+k.addr+off, f.size),
-				asm.StoreMem(asm.RFP, k.key+4+off, asm.R4, f.size),
-			)
-		}
+	keys := f.name + sKeys
+	insns := asm.Instructions{
+		// src_key.prefixlen = bits;
+		asm.StoreImm(asm.RFP, f.srcKey, int64(f.bits()), asm.Word).WithSymbol(keys),
 	}
-	insns[0] = insns[0].WithSymbol(f.name + "_keys")
+	insns = append(insns, copyAddr(f, f.srcKey, f.src)...)
+	insns = append(insns,
+		// dst_key.prefixlen = bits;
+		asm.StoreImm(asm.RFP, f.dstKey, int64(f.bits()), asm.Word),
+	)
+	insns = append(insns, copyAddr(f, f.dstKey, f.dst)...)
 
-	src, dstKnown, dstUnknown := f.name+"_src", f.name+"_dst_len", f.name+"_dst"
-	insns = append(insns, count(h, f, src, f.srcKey, maps.OutPacketsOff, false, dstUnknown, dstKnown)...)
-	insns = append(insns, count(h, f, dstKnown, f.dstKey, maps.InPacketsOff, true, "pass", "pass")...)
-	insns = append(insns, count(h, f, dstUnknown, f.dstKey, maps.InPacketsOff, false, "pass", "pass")...)
+	src, dstMeasured, dst := f.name+sSrc, f.name+sDstMeasured, f.name+sDst
+	// The source: on a match, measure and count it, then count the
+	// destination without measuring again; on none, count the
+	// destination measuring it.
+	insns = append(insns, countMeasuring(h, f, src, f.srcKey, maps.OutPacketsOff, dst, dstMeasured)...)
+	insns = append(insns, countMeasured(f, dstMeasured, f.dstKey, maps.InPacketsOff, lPass, lPass)...)
+	return append(insns, countMeasuring(h, f, dst, f.dstKey, maps.InPacketsOff, lPass, lPass)...)
+}
+
+// copyAddr copies the address at offset addr of the IP header at R2+14
+// into the key at fp+key, a word at a time: the key is then a host route
+// to look up.
+func copyAddr(f family, key, addr int16) asm.Instructions {
+	var insns asm.Instructions
+	for w := range int16(f.words) {
+		off := w * int16(f.size.Sizeof())
+		insns = append(insns,
+			// key.addr[w] = ip->addr[w];
+			asm.LoadMem(asm.R4, asm.R2, ethHeader+addr+off, f.size),
+			asm.StoreMem(asm.RFP, key+4+off, asm.R4, f.size),
+		)
+	}
 	return insns
 }
 
-// count emits the counting of one address: look the key at fp+key up in
-// the rule trie, mask it to the matched rule, and add the frame to the
-// counters at valueOff of the rule's stats entry. It continues at noMatch
-// when no rule matched and at done otherwise.
-func count(h Hook, f family, label string, key int16, valueOff int16, lenKnown bool, noMatch, done string) asm.Instructions {
-	insns := asm.Instructions{
-		// R0 = rules[key]: the longest matching rule's prefix length.
-		asm.LoadMapPtr(asm.R1, 0).WithReference(f.rules).WithSymbol(label),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, int32(key)),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, noMatch),
-		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
-	}
-	masking, masked := mask(f, label, key)
-	insns = append(insns, masking...)
-	if !lenKnown {
-		measure := h.Measure(masked)
-		measure[0] = measure[0].WithSymbol(masked)
-		insns = append(insns, measure...)
-		masked = ""
-	}
-	lookupStats := asm.LoadMapPtr(asm.R1, 0).WithReference(f.stats)
-	if masked != "" {
-		lookupStats = lookupStats.WithSymbol(masked)
-	}
-	return append(insns,
-		// R0 = stats[rule]; a rule being added or deleted may have none.
-		lookupStats,
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, int32(key)),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, done),
+// countMeasuring emits the counting of one address when the frame is not
+// measured yet: on a rule match it masks the key to the rule, measures the
+// frame (h.Measure) and adds it to the rule's counters at valueOff. The
+// block is labelled label; it continues at noMatch when no rule matched
+// and at done otherwise.
+func countMeasuring(h Hook, f family, label string, key, valueOff int16, noMatch, done string) asm.Instructions {
+	measure, add := label+sMeasure, label+sAdd
+	insns := matchRule(f, label, key, noMatch)
+	insns = append(insns, mask(f, label, key, measure)...)
+	insns = append(insns, h.Measure(measure)...)
+	return append(insns, addFrame(f, add, key, valueOff, done)...)
+}
 
+// countMeasured emits the counting of one address when the frame is
+// already measured (R7 and R8 hold it): on a rule match it masks the key
+// to the rule and adds the frame to the rule's counters at valueOff. The
+// block is labelled label; it continues at noMatch when no rule matched
+// and at done otherwise.
+func countMeasured(f family, label string, key, valueOff int16, noMatch, done string) asm.Instructions {
+	add := label + sAdd
+	insns := matchRule(f, label, key, noMatch)
+	insns = append(insns, mask(f, label, key, add)...)
+	return append(insns, addFrame(f, add, key, valueOff, done)...)
+}
+
+// matchRule looks the host key at fp+key up in the family's rule trie,
+// and jumps to noMatch when no rule holds the address; else the matched
+// rule's prefix length is in R1. Its first instruction is labelled label.
+func matchRule(f family, label string, key int16, noMatch string) asm.Instructions {
+	return append(lookup(label, f.rules, key),
+		// if (!rule) goto noMatch;
+		asm.JEq.Imm(asm.R0, 0, noMatch),
+		// p = rule->prefixlen;
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+	)
+}
+
+// addFrame finds the stats entry of the rule whose key is at fp+key and
+// adds the frame, R8 packets of R7 bytes, to its counters at valueOff, then
+// jumps to done. A rule being added or deleted may have no stats entry
+// yet: then it adds nothing. Its first instruction is labelled label.
+func addFrame(f family, label string, key, valueOff int16, done string) asm.Instructions {
+	return append(lookup(label, f.stats, key),
+		// if (!counters) goto done;
+		asm.JEq.Imm(asm.R0, 0, done),
 		// Per-CPU entry: plain read-modify-write, no atomics needed.
+		// counters->packets += packets;
 		asm.LoadMem(asm.R1, asm.R0, valueOff, asm.DWord),
 		asm.Add.Reg(asm.R1, rPackets),
 		asm.StoreMem(asm.R0, valueOff, asm.R1, asm.DWord),
+		// counters->bytes += len;
 		asm.LoadMem(asm.R1, asm.R0, valueOff+8, asm.DWord),
 		asm.Add.Reg(asm.R1, rLen),
 		asm.StoreMem(asm.R0, valueOff+8, asm.R1, asm.DWord),
+		// goto done;
 		asm.Ja.Label(done),
 	)
+}
+
+// lookup emits R0 = bpf_map_lookup_elem(&m, fp+key), its first
+// instruction labelled label.
+func lookup(label, m string, key int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, 0).WithReference(m).WithSymbol(label),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(key)),
+		asm.FnMapLookupElem.Call(),
+	}
 }
 
 // mask turns the host key at fp+key into the key of the matched rule,
@@ -420,45 +527,60 @@ func count(h Hook, f family, label string, key int16, valueOff int16, lenKnown b
 // p - i*wordbits bits, under the mask ^(^0 >> n) in network byte order. A
 // host rule (p = full length) needs no work at all.
 //
-// The instructions end by jumping to the returned label, which the caller
-// puts on the instruction that follows.
-func mask(f family, label string, key int16) (asm.Instructions, string) {
+// Its blocks are labelled label_word1, label_word2, ...; it ends by jumping
+// to done, which the caller puts on the instruction that follows. In C,
+// for IPv6 (w = 64 bits a word):
+//
+//	if (p >= 64) goto word1;
+//	addr[0] &= htobe64(~(~0 >> (p - 0))); addr[1] = 0; key.prefixlen = p; goto done;
+//	word1: if (p >= 128) goto done;
+//	addr[1] &= htobe64(~(~0 >> (p - 64))); key.prefixlen = p;
+//	done:
+func mask(f family, label string, key int16, done string) asm.Instructions {
 	wb := f.wordBits()
-	word := func(w int32) string { return fmt.Sprintf("%s_word%d", label, w) }
-	done := word(int32(f.words))
+	word := func(w int32) string { return fmt.Sprint(label, sWord, w) }
+	next := func(w int32) string {
+		if w+1 == int32(f.words) {
+			return done
+		}
+		return word(w + 1)
+	}
+	off := func(w int32) int16 { return key + 4 + int16(w)*int16(f.size.Sizeof()) }
 	var insns asm.Instructions
 	for w := range int32(f.words) {
-		off := func(w int32) int16 { return key + 4 + int16(w)*int16(f.size.Sizeof()) }
-		block := asm.Instructions{
-			// Does p cover the whole word?
-			asm.JGE.Imm(asm.R1, (w+1)*wb, word(w+1)),
-			// R2 = number of prefix bits in this word.
+		// if (p >= (w+1)*wordbits) goto next; (p covers the whole word)
+		covers := asm.JGE.Imm(asm.R1, (w+1)*wb, next(w))
+		if w > 0 {
+			covers = covers.WithSymbol(word(w))
+		}
+		insns = append(insns,
+			covers,
+			// n = p - w*wordbits; (the prefix bits in this word)
 			asm.Mov.Reg(asm.R2, asm.R1),
 			asm.Sub.Imm(asm.R2, w*wb),
-			// R3 = ^(^0 >> R2) in network byte order.
+			// m = htobe(~(~0 >> n));
 			asm.Mov.Imm(asm.R3, -1),
 			rsh(f.size, asm.R3, asm.R2),
 			xorAll(f.size, asm.R3),
 			asm.HostTo(asm.BE, asm.R3, f.size),
-			// word &= R3
+			// key.addr[w] &= m;
 			asm.LoadMem(asm.R4, asm.RFP, off(w), f.size),
 			asm.And.Reg(asm.R4, asm.R3),
 			asm.StoreMem(asm.RFP, off(w), asm.R4, f.size),
-		}
-		if w > 0 {
-			block[0] = block[0].WithSymbol(word(w))
-		}
+		)
 		// The words after this one are all host bits.
+		// key.addr[z] = 0; (for every z > w)
 		for z := w + 1; z < int32(f.words); z++ {
-			block = append(block, storeZero(off(z), f.size))
+			insns = append(insns, storeZero(off(z), f.size))
 		}
-		block = append(block, asm.StoreMem(asm.RFP, key, asm.R1, asm.Word))
+		// key.prefixlen = p;
+		insns = append(insns, asm.StoreMem(asm.RFP, key, asm.R1, asm.Word))
 		if w < int32(f.words)-1 {
-			block = append(block, asm.Ja.Label(done))
+			// goto done;
+			insns = append(insns, asm.Ja.Label(done))
 		}
-		insns = append(insns, block...)
 	}
-	return insns, done
+	return insns
 }
 
 // storeZero zeroes an address word on the stack. asm.StoreImm refuses

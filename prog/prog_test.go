@@ -12,6 +12,7 @@ import (
 
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -61,8 +62,8 @@ func runSKB(t testing.TB, h Hook, p *ebpf.Program, f []byte, ctx skb) {
 	if h.Type == ebpf.SchedCLS {
 		// Up to the end of hwtstamp, the last field a test run may set.
 		c := make([]byte, 192)
-		binary.NativeEndian.PutUint32(c[skbWireLen:], ctx.wireLen)
-		binary.NativeEndian.PutUint32(c[skbGSOSegs:], ctx.gsoSegs)
+		binary.NativeEndian.PutUint32(c[uapi.SkbWireLen:], ctx.wireLen)
+		binary.NativeEndian.PutUint32(c[uapi.SkbGSOSegs:], ctx.gsoSegs)
 		opts.Context = c
 	}
 	ret, err := p.Run(opts)
@@ -99,9 +100,12 @@ func inOut(n int) maps.Stats { return in(n).Add(out(n)) }
 
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 
-// hooks are the hooks the tests run against: every frame shape goes
-// through the XDP and the TC programs alike.
-var hooks = map[string]Hook{"multi-buffer": XDPMultiBuffer, "linear": XDPLinear, "tc": TCEgress, "tc-len": TCLen}
+// hooks are the hooks the tests run against, by name: every frame shape
+// goes through the XDP and the TC programs alike.
+var hooks = map[string]Hook{
+	XDPMultiBuffer.Name: XDPMultiBuffer, XDPLinear.Name: XDPLinear,
+	TCEgress.Name: TCEgress, TCLen.Name: TCLen,
+}
 
 // TestShapes sends one frame of every shape the spec names through the
 // program and checks the exact counters of every rule afterwards.

@@ -81,7 +81,10 @@ func TestVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"multi-buffer": f.MultiBuffer, "xdp-link": f.XDPLink, "tcx": f.TCX, "hash-batch": f.HashBatch, "lpm-batch": f.LPMBatch}
+	want := map[string]bool{}
+	for _, ft := range kernel.Table {
+		want[ft.Name] = ft.Has(f)
+	}
 	if len(doc.Kernel.Features) != len(want) || doc.Kernel.ProbeError != "" {
 		t.Errorf("kernel features %v (probe error %q), want %v", doc.Kernel.Features, doc.Kernel.ProbeError, want)
 	}
