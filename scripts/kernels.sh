@@ -202,6 +202,12 @@ initramfs() {
 	cp /bin/busybox "$rootfs/bin/busybox"
 	copy_with_libs "$rootfs" "$(command -v ip)" "$(command -v nsenter)"
 	cp "$bins"/* "$rootfs/tm/"
+	# The files some tests read beside their package, at the same paths
+	# under /src: the golden listings of prog and the feature table of
+	# docs/kernels.md that kernel's test compares with the code.
+	mkdir -p "$rootfs/src/prog" "$rootfs/src/docs"
+	cp -r prog/testdata "$rootfs/src/prog/"
+	cp docs/kernels.md "$rootfs/src/docs/"
 	cat >"$rootfs/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
