@@ -25,8 +25,8 @@ func testAttach(t *testing.T, m Method) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantNetlink := m == Netlink || !f.XDPLink
-	if m != Netlink && !f.XDPLink {
+	wantNetlink := m == Netlink || !kernel.XDPLink.Has(f)
+	if m != Netlink && !kernel.XDPLink.Has(f) {
 		t.Logf("kernel %s has no XDP bpf_links (Linux 5.9): testing the fallback, netlink", f.Release)
 		m = Netlink
 	}

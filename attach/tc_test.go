@@ -23,7 +23,7 @@ func TestAttachEgress(t *testing.T) {
 	}
 	for _, path := range []TCPath{TCX, Clsact} {
 		t.Run(string(path), func(t *testing.T) {
-			if path == TCX && !f.TCX {
+			if path == TCX && !kernel.TCX.Has(f) {
 				t.Logf("kernel %s has no TCX (Linux 6.6): testing the fallback, clsact", f.Release)
 				path = Clsact
 			}

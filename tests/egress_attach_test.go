@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
@@ -31,7 +32,7 @@ func tcPath(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if name == "auto" && f.TCX {
+	if name == "auto" && kernel.TCX.Has(f) {
 		return "tcx"
 	}
 	if name == "auto" {
@@ -91,7 +92,7 @@ func newCounter(t *testing.T) *foreign {
 			asm.JEq.Imm(asm.R0, 0, "out"),
 			asm.Mov.Imm(asm.R1, 1),
 			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-			asm.Mov.Imm(asm.R0, -1).WithSymbol("out"),
+			asm.Mov.Imm(asm.R0, uapi.TCActUnspec).WithSymbol("out"),
 			asm.Return(),
 		}})
 	if err != nil {

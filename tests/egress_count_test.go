@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 )
 
 // The egress program's counting: what a TC program on an interface's
@@ -408,7 +409,7 @@ func vlan(t *testing.T, p *testnet.Pair) netip.Addr {
 			asm.Mov.Imm(asm.R2, int32(binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, unix.ETH_P_8021Q)))),
 			asm.Mov.Imm(asm.R3, 100),
 			asm.FnSkbVlanPush.Call(),
-			asm.Mov.Imm(asm.R0, -1), // TCX_NEXT
+			asm.Mov.Imm(asm.R0, uapi.TCXNext),
 			asm.Return(),
 		}})
 	if err != nil {

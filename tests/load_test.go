@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/internal/uapi"
 )
 
 // TestTwoInterfaces loads two interfaces on one set of maps, checks their
@@ -114,8 +114,9 @@ func TestLoadModes(t *testing.T) {
 func TestForeignProgram(t *testing.T) {
 	p := testnet.NewPair(t)
 	dir := testnet.PinDir(t)
-	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "other_xdp", Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
+	spec := uapi.Passthrough(ebpf.XDP)
+	spec.Name = "other_xdp"
+	other, err := ebpf.NewProgram(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
