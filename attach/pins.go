@@ -201,8 +201,11 @@ func (a *Attachment) pinProgram(prog *ebpf.Program) error {
 // a kernel work queue: detach it now.
 func (a *Attachment) detachLink() error {
 	l, err := link.LoadPinnedLink(a.pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // unpinned already: detached
+	}
 	if err != nil {
-		return nil
+		return fmt.Errorf("open the link pinned at %s: %w", a.pin, err)
 	}
 	defer l.Close()
 	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
+	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
+	"github.com/traffic-meter/traffic_meter/savefile"
 )
 
 // change runs fn as a change of the pin directory (pindir.Change), with a
@@ -42,18 +44,54 @@ func (c *Context) read(fn func(*maps.Set) error) error {
 	return c.explain(pindir.Read(c.Dir, fn))
 }
 
-// explain turns the errors of the layers below that people can fix into
-// "problem: fix".
+// explain turns an error of the layers below into "problem: fix" for
+// people: maps.ErrNotLoaded into notLoaded's error, the errors of fixes
+// with their fix appended, any other as it is.
 func (c *Context) explain(err error) error {
-	var notBPFFS *pindir.NotBPFFSError
-	var mount *pindir.MountError
-	switch {
-	case errors.Is(err, maps.ErrNotLoaded):
+	if errors.Is(err, maps.ErrNotLoaded) {
 		return c.notLoaded()
-	case errors.As(err, &notBPFFS):
-		return fmt.Errorf("%w: pick a --bpffs-pin directory under a bpffs mount (mount -t bpf bpf DIR)", err)
-	case errors.As(err, &mount):
-		return fmt.Errorf("%w: mount it with 'mount -t bpf bpf %s'", err, pindir.BPFFSRoot)
+	}
+	return withFix(err)
+}
+
+// withFix returns err with its fix from fixes appended, or err itself when
+// fixes has none.
+func withFix(err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, f := range fixes {
+		if fix, ok := f(err); ok {
+			return fmt.Errorf("%w: %s", err, fix)
+		}
 	}
 	return err
+}
+
+// fixes is the one table of the errors that the layers below return
+// (sentinels and types, never advice) and the fix that cli gives people
+// for each: a function that says whether err is its error and the fix.
+var fixes = []func(err error) (fix string, ok bool){
+	func(err error) (string, bool) {
+		var e *pindir.NotBPFFSError
+		return "pick a --bpffs-pin directory under a bpffs mount (mount -t bpf bpf DIR)", errors.As(err, &e)
+	},
+	func(err error) (string, bool) {
+		var e *pindir.MountError
+		return "mount it with 'mount -t bpf bpf " + pindir.BPFFSRoot + "'", errors.As(err, &e)
+	},
+	func(err error) (string, bool) {
+		var e *kernel.UnsupportedError
+		if !errors.As(err, &e) {
+			return "", false
+		}
+		if e.TooOld {
+			return "upgrade the kernel", true
+		}
+		return "use a kernel that has it", true
+	},
+	func(err error) (string, bool) {
+		var e *savefile.VersionError
+		return "restore it with the traffic_meter that saved it, or save the counters again", errors.As(err, &e)
+	},
 }

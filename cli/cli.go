@@ -5,6 +5,19 @@
 // JSON with --json. An error is one line on stderr, "traffic_meter: error:
 // <problem>: <fix>", with exit status 1, and the command changes nothing.
 //
+// # Errors
+//
+// The packages below cli say what went wrong and never what to do about
+// it: they return sentinel errors (maps.ErrNotLoaded, maps.ErrFull, ...)
+// or error types (pindir.NotBPFFSError, kernel.UnsupportedError,
+// savefile.VersionError, ...), wrapping their causes with %w. cli alone
+// gives the fix: the table fixes (explain, withFix) appends it to the
+// errors it knows, and a command adds the fix that only it knows (the
+// flag to change, the command to run) where it returns the error. Every
+// wrap keeps its cause (%w), so the table still finds an error under any
+// context added above it, and no error is dropped: an undo or clean-up
+// that fails too is joined to the error that caused it.
+//
 // # Changes, signals and crashes
 //
 // A command that changes the pin directory (load, unload, add, del,
@@ -150,11 +163,13 @@ func run(kctx *kong.Context) error {
 		return errNeedsRoot
 	}
 	_, err := kernel.Probe()
-	if err == nil {
+	if err != nil {
+		err = withFix(err)
+	} else {
 		err = kctx.Run()
 	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%v: %w", err, errRefused)
+		return fmt.Errorf("%w: %w", err, errRefused)
 	}
 	return err
 }

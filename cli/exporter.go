@@ -25,17 +25,17 @@ func (e *ExporterCmd) unprivileged() {}
 // scrape; it starts, and keeps serving, whether or not anything is loaded.
 func (e *ExporterCmd) Run(c *Context) error {
 	if err := exporter.CheckWebConfig(e.WebConfig); err != nil {
-		return fmt.Errorf("--web.config.file %s: %v: fix it (see https://prometheus.io/docs/prometheus/latest/configuration/https/)", e.WebConfig, err)
+		return fmt.Errorf("--web.config.file %s: %w: fix it (see https://prometheus.io/docs/prometheus/latest/configuration/https/)", e.WebConfig, err)
 	}
 	// Run as a user, it needs a capability to read root's pins.
 	if f, err := os.Open(c.Dir); errors.Is(err, os.ErrPermission) {
-		return fmt.Errorf("%v: run the exporter as root, or with CAP_DAC_OVERRIDE as scripts/systemd/traffic_meter-exporter.service does", err)
+		return fmt.Errorf("%w: run the exporter as root, or with CAP_DAC_OVERRIDE as scripts/systemd/traffic_meter-exporter.service does", err)
 	} else if err == nil {
 		f.Close()
 	}
 	l, err := net.Listen("tcp", e.Listen)
 	if err != nil {
-		return fmt.Errorf("%v: pick another address with --listen HOST:PORT", err)
+		return fmt.Errorf("%w: pick another address with --listen HOST:PORT", err)
 	}
 	if e.WebConfig == "" {
 		c.Notice("serving the metrics of %s at http://%s/metrics", c.Dir, l.Addr())

@@ -219,7 +219,7 @@ const objectFix = "give an ELF file with an XDP program in section 'xdp' using t
 func readObject(file string) (*ebpf.CollectionSpec, error) {
 	spec, err := ebpf.LoadCollectionSpec(file)
 	if err != nil {
-		return nil, fmt.Errorf("read BPF object: %v: %s", err, objectFix)
+		return nil, fmt.Errorf("read BPF object: %w: %s", err, objectFix)
 	}
 	found := false
 	for n, p := range spec.Programs {
@@ -251,7 +251,7 @@ func readObject(file string) (*ebpf.CollectionSpec, error) {
 func loadObject(file string, spec *ebpf.CollectionSpec, set *maps.Set) (*ebpf.Program, error) {
 	p, err := set.LoadProgram(spec, programName(spec))
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %v: %s", file, err, objectFix)
+		return nil, fmt.Errorf("load %s: %w: %s", file, err, objectFix)
 	}
 	return p, nil
 }

@@ -56,7 +56,7 @@ func (d *DelCmd) Run(c *Context) error {
 		}
 		defer set.Close()
 		if err := set.Delete(r); errors.Is(err, maps.ErrUnknownRule) {
-			return fmt.Errorf("%v: see the rules with 'traffic_meter list'", err)
+			return fmt.Errorf("%w: see the rules with 'traffic_meter list'", err)
 		} else if err != nil {
 			return err
 		}
@@ -82,7 +82,7 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 	defer f.Close()
 	rules, skipped, err := readItems(c, f, rule.ReadJSON)
 	if err != nil {
-		return fmt.Errorf("%s: %v; nothing was imported", im.File, err)
+		return fmt.Errorf("%s: %w; nothing was imported", im.File, err)
 	}
 	return c.change(true, func(d *pindir.Dir) error {
 		return c.withMaps(d, im.Capacity, func(set *maps.Set) error {
@@ -91,7 +91,7 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 				return fmt.Errorf("%w: removed the rules it had added; nothing was imported", errInterrupted)
 			}
 			if err != nil {
-				return fmt.Errorf("%v; nothing was imported", err)
+				return fmt.Errorf("%w; nothing was imported", err)
 			}
 			fmt.Fprintf(c.Stdout, "imported %d rules (%d new), skipped %d\n", len(rules), added, skipped)
 			return nil

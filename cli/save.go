@@ -70,7 +70,7 @@ func (r *RestoreCmd) Run(c *Context) error {
 	}
 	saved, skipped, err := readItems(c, in, savefile.Read)
 	if err != nil {
-		return fmt.Errorf("%s: %v; nothing was restored", r.File, err)
+		return fmt.Errorf("%s: %w; nothing was restored", r.File, withFix(err))
 	}
 	return c.change(true, func(d *pindir.Dir) error {
 		return c.withMaps(d, r.Capacity, func(set *maps.Set) error {
@@ -79,7 +79,7 @@ func (r *RestoreCmd) Run(c *Context) error {
 				return fmt.Errorf("%w: removed the rules it had restored; nothing was restored", errInterrupted)
 			}
 			if err != nil {
-				return fmt.Errorf("%v; nothing was restored", err)
+				return fmt.Errorf("%w; nothing was restored", err)
 			}
 			c.warnPresent(present)
 			fmt.Fprintf(c.Stdout, "restored %d rules, kept %d present, skipped %d\n", restored, len(present), skipped)
@@ -137,7 +137,7 @@ func openFile(name, want string) (*os.File, error) {
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return nil, fmt.Errorf("cannot read %s: %v: give %s", name, err, want)
+		return nil, fmt.Errorf("cannot read %s: %w: give %s", name, err, want)
 	}
 	return f, nil
 }

@@ -53,7 +53,7 @@ func (s *StatsCmd) read(set *maps.Set) ([]maps.RuleStats, error) {
 	}
 	st, err := set.Lookup(r)
 	if errors.Is(err, maps.ErrUnknownRule) {
-		return nil, fmt.Errorf("%v: see the rules with 'traffic_meter list', or add it with 'traffic_meter add --ip-address %s'", err, r)
+		return nil, fmt.Errorf("%w: see the rules with 'traffic_meter list', or add it with 'traffic_meter add --ip-address %s'", err, r)
 	}
 	if err != nil {
 		return nil, err

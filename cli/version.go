@@ -121,7 +121,7 @@ func readVersion() version {
 	v.Kernel.Release, _ = kernel.Release() // "" if uname fails
 	f, err := kernel.Probe()
 	if err != nil {
-		v.Kernel.ProbeError = err.Error()
+		v.Kernel.ProbeError = withFix(err).Error()
 		if unix.Geteuid() != 0 {
 			v.Kernel.ProbeError = "probing the kernel needs root: run 'sudo traffic_meter version'"
 		}

@@ -151,6 +151,16 @@ func liftMemlock() (bool, error) {
 	return before != after, nil
 }
 
+// UnsupportedError is a kernel that lacks what traffic_meter cannot run
+// without: What says what is missing; TooOld, that the kernel is older
+// than the oldest traffic_meter runs on.
+type UnsupportedError struct {
+	What   string
+	TooOld bool
+}
+
+func (e *UnsupportedError) Error() string { return e.What }
+
 // required checks what traffic_meter cannot run without.
 func required() error {
 	code, err := features.LinuxVersionCode()
@@ -158,7 +168,7 @@ func required() error {
 		return fmt.Errorf("read the kernel version: %w", err)
 	}
 	if major, minor := code>>16, code>>8&0xff; major < 5 || major == 5 && minor < 4 {
-		return fmt.Errorf("this kernel is Linux %d.%d, older than 5.4, the oldest traffic_meter runs on: upgrade the kernel", major, minor)
+		return &UnsupportedError{What: fmt.Sprintf("this kernel is Linux %d.%d, older than 5.4, the oldest traffic_meter runs on", major, minor), TooOld: true}
 	}
 	for _, r := range []struct {
 		what string
@@ -173,7 +183,7 @@ func required() error {
 			return fmt.Errorf("probe the kernel for %s: %w", r.what, err)
 		}
 		if !ok {
-			return fmt.Errorf("this kernel has no %s, which traffic_meter needs: use a kernel that has it", r.what)
+			return &UnsupportedError{What: fmt.Sprintf("this kernel has no %s, which traffic_meter needs", r.what)}
 		}
 	}
 	return nil

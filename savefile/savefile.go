@@ -166,6 +166,14 @@ func Read(r io.Reader, warn func(index int, reason error)) (File, error) {
 	return f, nil
 }
 
+// VersionError is a saved file of a version this traffic_meter does not
+// read; Got is the version the file gives.
+type VersionError struct{ Got string }
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("the file is of version %s, and this traffic_meter reads version %d", e.Got, Version)
+}
+
 // readVersion reads the value of "version" and checks it is Version.
 func readVersion(dec *json.Decoder) error {
 	var raw json.RawMessage
@@ -173,7 +181,7 @@ func readVersion(dec *json.Decoder) error {
 		return jsonError(dec, err)
 	}
 	if v, err := strconv.ParseUint(string(raw), 10, 64); err != nil || v != Version {
-		return fmt.Errorf("the file is of version %s, and this traffic_meter reads version %d: restore it with the traffic_meter that saved it, or save the counters again", describe(raw), Version)
+		return &VersionError{Got: describe(raw)}
 	}
 	return nil
 }
