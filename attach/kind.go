@@ -3,6 +3,8 @@ package attach
 import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+
+	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // Hook is a kernel hook that programs attach to.
@@ -129,3 +131,13 @@ func (d Description) String() string { return d.Direction + ", " + d.how }
 // Short is the direction and the mode, such as "ingress, native" or
 // "egress, tcx".
 func (d Description) Short() string { return d.Direction + ", " + d.Mode }
+
+// has probes the kernel (once per process: kernel.Probe) for ft, which
+// decides an automatic choice of method.
+func has(ft *kernel.Feature) (bool, error) {
+	f, err := kernel.Probe()
+	if err != nil {
+		return false, err
+	}
+	return ft.Has(f), nil
+}

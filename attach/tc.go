@@ -78,12 +78,12 @@ func (a *Attachment) clsactMarker(dir string) string {
 func (h tc) attach(dir string, ifc *Interface, p Point, prog *ebpf.Program, o Options) (*Attachment, error) {
 	path := o.TC
 	if !forced(path) {
-		f, err := kernel.Probe()
+		tcx, err := has(kernel.TCX)
 		if err != nil {
 			return nil, err
 		}
 		path = Clsact
-		if f.TCX {
+		if tcx {
 			path = TCX
 		}
 	}

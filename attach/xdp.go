@@ -78,12 +78,12 @@ func (xdp) attach(dir string, ifc *Interface, p Point, prog *ebpf.Program, o Opt
 	}
 	method := o.Method
 	if !forced(method) {
-		f, err := kernel.Probe()
+		haveLink, err := has(kernel.XDPLink)
 		if err != nil {
 			return nil, err
 		}
 		method = Netlink
-		if f.XDPLink {
+		if haveLink {
 			method = Link
 		}
 	}
