@@ -47,7 +47,7 @@ func BenchmarkImport(b *testing.B) {
 // hold n rules and n stats entries, and closes them.
 func timeImport(b *testing.B, n int, fill func(*Set) error) time.Duration {
 	b.Helper()
-	s := newSet(b, DefaultMaxRules)
+	s := newSet(b, Capacity{MaxRules: DefaultMaxRules})
 	defer s.Close()
 	start := time.Now()
 	if err := fill(s); err != nil {

@@ -97,7 +97,7 @@ func create(t *testing.T, dir string, maxRules uint32) *Set {
 		t.Fatal(err)
 	}
 	defer l.Unlock()
-	s, err := OpenOrCreate(dir, maxRules)
+	s, err := OpenOrCreate(dir, Capacity{MaxRules: maxRules})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestOtherVersion(t *testing.T) {
 			}
 			for _, open := range []func() (*Set, error){
 				func() (*Set, error) { return Open(dir) },
-				func() (*Set, error) { return OpenOrCreate(dir, 100) },
+				func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 100}) },
 			} {
 				_, err := open()
 				if err == nil || !strings.Contains(err.Error(), "another traffic_meter version") || !strings.Contains(err.Error(), dir) {
@@ -218,7 +218,7 @@ func TestConcurrentCreate(t *testing.T) {
 				return
 			}
 			defer l.Unlock()
-			s, err := OpenOrCreate(dir, 100)
+			s, err := OpenOrCreate(dir, Capacity{MaxRules: 100})
 			if err != nil {
 				errs <- err
 				return
@@ -256,7 +256,7 @@ func TestNotOnBPFFS(t *testing.T) {
 
 func TestRules(t *testing.T) {
 	testnet.RequireRoot(t)
-	s, err := Create(100)
+	s, err := Create(Capacity{MaxRules: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestRules(t *testing.T) {
 // nothing behind, alone or in a batch.
 func TestFull(t *testing.T) {
 	testnet.RequireRoot(t)
-	s, err := Create(2)
+	s, err := Create(Capacity{MaxRules: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

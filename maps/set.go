@@ -66,24 +66,25 @@ func (s *Set) Close() error {
 // error wrapping ErrNotLoaded when dir holds no maps, or only some of them
 // (the remains of a change that was killed, which the next change removes),
 // and a layout error when a pinned map was made by an incompatible version.
-func Open(dir string) (*Set, error) { return open(dir, 0, nil) }
+func Open(dir string) (*Set, error) { return open(dir, Capacity{}, nil) }
 
 // OpenReadOnly opens the pinned set in dir as Open does, read-only: for the
 // readers, which need only read access to the pins.
 func OpenReadOnly(dir string) (*Set, error) {
-	return open(dir, 0, &ebpf.LoadPinOptions{ReadOnly: true})
+	return open(dir, Capacity{}, &ebpf.LoadPinOptions{ReadOnly: true})
 }
 
 // OpenOrCreate opens the pinned set in dir, creating and pinning the maps
-// that are missing, each holding up to maxRules entries. The caller must
-// hold the directory's exclusive Lock.
-func OpenOrCreate(dir string, maxRules uint32) (*Set, error) { return open(dir, maxRules, nil) }
+// that are missing with capacity c (c.MaxRules at least 1). Maps that
+// exist keep the capacity they were created with. The caller must hold
+// the directory's exclusive Lock.
+func OpenOrCreate(dir string, c Capacity) (*Set, error) { return open(dir, c, nil) }
 
-// Create makes a set of unpinned maps, each holding up to maxRules
-// entries: a private set for tests and benchmarks of the program.
-func Create(maxRules uint32) (*Set, error) {
+// Create makes a set of unpinned maps of capacity c: a private set for
+// tests and benchmarks of the program.
+func Create(c Capacity) (*Set, error) {
 	s := &Set{Created: true}
-	for n, spec := range Spec(maxRules) {
+	for n, spec := range c.Spec() {
 		m, err := ebpf.NewMap(spec)
 		if err != nil {
 			s.Close()
@@ -94,10 +95,11 @@ func Create(maxRules uint32) (*Set, error) {
 	return s, nil
 }
 
-// open opens the set in dir, creating missing maps when maxRules > 0.
-func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) {
+// open opens the set in dir, creating missing maps with capacity c when
+// c.MaxRules > 0.
+func open(dir string, c Capacity, opts *ebpf.LoadPinOptions) (*Set, error) {
 	s := &Set{Dir: dir}
-	want := Spec(max(maxRules, 1))
+	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc}.Spec()
 	missing := 0
 	for _, n := range Names {
 		path := filepath.Join(dir, n)
@@ -119,7 +121,7 @@ func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) 
 	switch {
 	case missing == 0:
 		return s, nil
-	case maxRules == 0:
+	case c.MaxRules == 0:
 		s.Close()
 		return nil, fmt.Errorf("%w in %s", ErrNotLoaded, dir)
 	}
@@ -142,6 +144,13 @@ func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) 
 		}
 	}
 	return s, nil
+}
+
+// Capacity returns the capacity the set was created with, read from its
+// maps: the IPv4 rule trie's capacity, and whether the IPv4 stats table
+// is preallocated (the maps of a set are all created alike).
+func (s *Set) Capacity() Capacity {
+	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0}
 }
 
 func (s *Set) setMap(name string, m *ebpf.Map) {

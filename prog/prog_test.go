@@ -20,7 +20,7 @@ import (
 func setup(t testing.TB, h Hook, rules ...string) (*ebpf.Program, *maps.Set) {
 	t.Helper()
 	testnet.RequireRoot(t)
-	set, err := maps.Create(maps.DefaultMaxRules)
+	set, err := maps.Create(maps.Capacity{MaxRules: maps.DefaultMaxRules})
 	if err != nil {
 		t.Fatal(err)
 	}
