@@ -9,6 +9,7 @@
 package maps
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -90,6 +91,14 @@ const (
 	OutPacketsOff = 16
 	OutBytesOff   = 24
 )
+
+// put writes s into b (statsSize bytes) in the layout of a stats value.
+func (s Stats) put(b []byte) {
+	binary.NativeEndian.PutUint64(b[InPacketsOff:], s.In.Packets)
+	binary.NativeEndian.PutUint64(b[InBytesOff:], s.In.Bytes)
+	binary.NativeEndian.PutUint64(b[OutPacketsOff:], s.Out.Packets)
+	binary.NativeEndian.PutUint64(b[OutBytesOff:], s.Out.Bytes)
+}
 
 // Total is the rule's traffic in both directions.
 func (s Stats) Total() Counter { return s.In.Add(s.Out) }

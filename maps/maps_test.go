@@ -45,6 +45,12 @@ func TestLayout(t *testing.T) {
 	if InPacketsOff != 0 || InBytesOff != 8 || OutPacketsOff != 16 || OutBytesOff != 24 {
 		t.Error("counter offsets do not match the Stats layout")
 	}
+	s := Stats{In: Counter{1, 2}, Out: Counter{3, 4}}
+	put := make([]byte, statsSize)
+	s.put(put)
+	if want, _ := binary.Append(nil, binary.NativeEndian, s); !bytes.Equal(put, want) {
+		t.Errorf("Stats.put writes % x, want % x", put, want)
+	}
 }
 
 func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
