@@ -27,6 +27,16 @@ func newSet(t testing.TB, c Capacity) *Set {
 	return s
 }
 
+// bothKinds runs test on a fresh set of capacity maxRules of each kind:
+// with stats tables that take memory per rule, and preallocated ones.
+func bothKinds(t *testing.T, maxRules uint32, test func(t *testing.T, s *Set)) {
+	for _, prealloc := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prealloc=%v", prealloc), func(t *testing.T) {
+			test(t, newSet(t, Capacity{MaxRules: maxRules, Prealloc: prealloc}))
+		})
+	}
+}
+
 // testRules returns n distinct rules, every third one IPv6.
 func testRules(n int) []Rule {
 	rules := make([]Rule, n)
@@ -124,8 +134,9 @@ func TestAddRulesByTrie(t *testing.T) {
 // TestRestoreRules checks restore: an absent rule starts from its saved
 // counters exactly, a present one is untouched and reported once, and a
 // rule given twice counts once, from its first item.
-func TestRestoreRules(t *testing.T) {
-	s := newSet(t, Capacity{MaxRules: 100})
+func TestRestoreRules(t *testing.T) { bothKinds(t, 100, testRestoreRules) }
+
+func testRestoreRules(t *testing.T, s *Set) {
 	p := netip.MustParsePrefix
 	here4, here6 := p("10.0.0.0/8"), p("2001:db8::1/128")
 	for _, r := range []Rule{here4, here6} {
