@@ -38,7 +38,8 @@ import (
 // or an evenly spread sample of 20 of them: every step that changes kernel
 // state or the pin directory, before and after. Time points kill it at
 // seeded random times over the run's measured duration, to make at least
-// 30 kill points per command.
+// 30 kill points per command. The import and the load that creates the
+// maps are killed over preallocated stats tables too.
 
 // crashSeed seeds the sampling of kill points: change it to explore others.
 const crashSeed = 20261122
@@ -49,6 +50,10 @@ const (
 	crashRules = 200_000
 	crashSaved = 20_000
 )
+
+// crashPrealloc are the flags that create the maps with preallocated
+// stats tables large enough for the killed import.
+var crashPrealloc = []string{"--prealloc", "--max-rules", itoa(crashRules + 50_000)}
 
 // Rules of the state a killed command starts from, apart from the rules
 // the import adds (10.0.0.0/8 hosts and 2001:db8:0-3:x::/64 networks,
@@ -97,6 +102,12 @@ func TestCrash(t *testing.T) {
 		}
 	}
 	base := load(e.p)
+	// prealloc is base over maps with preallocated stats tables, of a
+	// capacity that holds the import (and is quick to create).
+	prealloc := func(t *testing.T, e *crashEnv) {
+		ok(t, nil, e.dir, append([]string{"add", "--ip-address", crashBase[0]}, crashPrealloc...)...)
+		base(t, e)
+	}
 	cases := []crashCase{
 		{name: "import", setup: base, args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
 		{name: "restore", setup: base, args: func(e *crashEnv) []string { return []string{"restore", "--file", e.saved} }, verify: checkRestored},
@@ -112,6 +123,10 @@ func TestCrash(t *testing.T) {
 			base(t, e)
 			ok(t, e.p2, e.dir, "load", "--dev", e.p2.Dev[0], "--attach", "netlink")
 		}, args: func(*crashEnv) []string { return []string{"unload", "--all"} }},
+		// Last, so that the cases above keep their kill points.
+		{name: "import-prealloc", setup: prealloc, args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
+		{name: "load-prealloc", setup: func(*testing.T, *crashEnv) {},
+			args: func(e *crashEnv) []string { return append([]string{"load", "--dev", e.p.Dev[0]}, crashPrealloc...) }},
 	}
 	rng := rand.New(rand.NewPCG(crashSeed, 0))
 	for _, c := range cases {
