@@ -72,8 +72,8 @@ type fallbackStatus struct {
 }
 
 // Run prints the pin directory, the rules per family and the capacity,
-// every attachment, and the kernel fallbacks in use. Nothing loaded is
-// no error: status says so.
+// how the stats tables take their memory, every attachment, and the
+// kernel fallbacks in use. Nothing loaded is no error: status says so.
 func (s *StatusCmd) Run(c *Context) error {
 	st := status{PinDir: c.Dir, Attachments: []attachmentStatus{}}
 	var all []attach.Attachment
