@@ -22,7 +22,7 @@ func (a *AddCmd) Run(c *Context) error {
 		return err
 	}
 	return c.change(true, func(lock *maps.Lock) error {
-		return c.withMaps(lock, a.Capacity, func(set *maps.Set) error {
+		return c.withMaps(lock, a.Capacity, nil, func(set *maps.Set) error {
 			added, err := set.Add(r)
 			switch {
 			case err != nil:
@@ -79,12 +79,18 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 		return err
 	}
 	defer f.Close()
+	spare := c.spareMaps(im.Capacity)
+	defer func() {
+		if s := spare(); s != nil {
+			s.Close()
+		}
+	}()
 	rules, skipped, err := readItems(c, f, rule.ReadJSON)
 	if err != nil {
 		return fmt.Errorf("%s: %v; nothing was imported", im.File, err)
 	}
 	return c.change(true, func(lock *maps.Lock) error {
-		return c.withMaps(lock, im.Capacity, func(set *maps.Set) error {
+		return c.withMaps(lock, im.Capacity, spare(), func(set *maps.Set) error {
 			added, err := set.AddRules(c.Ctx, rules)
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("%w: removed the rules it had added; nothing was imported", errInterrupted)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -104,7 +105,7 @@ func TestEitherKind(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Unlock()
-			first, err := OpenOrCreate(dir, Capacity{MaxRules: 100, Prealloc: made})
+			first, err := OpenOrCreate(dir, Capacity{MaxRules: 100, Prealloc: made}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +113,7 @@ func TestEitherKind(t *testing.T) {
 			for _, open := range []func() (*Set, error){
 				func() (*Set, error) { return Open(dir) },
 				func() (*Set, error) { return OpenReadOnly(dir) },
-				func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 50, Prealloc: !made}) },
+				func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 50, Prealloc: !made}, nil) },
 			} {
 				s, err := open()
 				if err != nil {
@@ -124,6 +125,42 @@ func TestEitherKind(t *testing.T) {
 				s.Close()
 			}
 		})
+	}
+}
+
+// TestSpare checks that OpenOrCreate pins the maps of a spare set for the
+// missing ones, taking them from it, and takes none when the set exists.
+func TestSpare(t *testing.T) {
+	dir := pinDir(t)
+	l, _, err := LockDir(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	c := Capacity{MaxRules: 100, Prealloc: true}
+	for i, create := range []bool{true, false} {
+		spare, err := Create(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer spare.Close()
+		made, err := spare.IDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := OpenOrCreate(dir, c, spare)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ids, err := s.IDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken := spare.Map(StatsV4Name) == nil
+		if s.Created != create || taken != create || slices.Equal(ids, made) != create {
+			t.Errorf("OpenOrCreate #%d with a spare set: created %v, took the spare maps %v, pinned them %v; want %v", i+1, s.Created, taken, slices.Equal(ids, made), create)
+		}
 	}
 }
 
@@ -209,7 +246,7 @@ func create(t *testing.T, dir string, maxRules uint32) *Set {
 		t.Fatal(err)
 	}
 	defer l.Unlock()
-	s, err := OpenOrCreate(dir, Capacity{MaxRules: maxRules})
+	s, err := OpenOrCreate(dir, Capacity{MaxRules: maxRules}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +336,7 @@ func TestOtherVersion(t *testing.T) {
 			}
 			for _, open := range []func() (*Set, error){
 				func() (*Set, error) { return Open(dir) },
-				func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 100}) },
+				func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 100}, nil) },
 			} {
 				_, err := open()
 				if err == nil || !strings.Contains(err.Error(), "another traffic_meter version") || !strings.Contains(err.Error(), dir) {
@@ -330,7 +367,7 @@ func TestConcurrentCreate(t *testing.T) {
 				return
 			}
 			defer l.Unlock()
-			s, err := OpenOrCreate(dir, Capacity{MaxRules: 100})
+			s, err := OpenOrCreate(dir, Capacity{MaxRules: 100}, nil)
 			if err != nil {
 				errs <- err
 				return

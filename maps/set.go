@@ -66,19 +66,25 @@ func (s *Set) Close() error {
 // error wrapping ErrNotLoaded when dir holds no maps, or only some of them
 // (the remains of a change that was killed, which the next change removes),
 // and a layout error when a pinned map was made by an incompatible version.
-func Open(dir string) (*Set, error) { return open(dir, Capacity{}, nil) }
+func Open(dir string) (*Set, error) { return open(dir, Capacity{}, nil, nil) }
 
 // OpenReadOnly opens the pinned set in dir as Open does, read-only: for the
 // readers, which need only read access to the pins.
 func OpenReadOnly(dir string) (*Set, error) {
-	return open(dir, Capacity{}, &ebpf.LoadPinOptions{ReadOnly: true})
+	return open(dir, Capacity{}, &ebpf.LoadPinOptions{ReadOnly: true}, nil)
 }
 
 // OpenOrCreate opens the pinned set in dir, creating and pinning the maps
 // that are missing with capacity c (c.MaxRules at least 1). Maps that
 // exist keep the capacity they were created with. The caller must hold
 // the directory's exclusive Lock.
-func OpenOrCreate(dir string, c Capacity) (*Set, error) { return open(dir, c, nil) }
+//
+// spare, when not nil, is a set that Create made with the same capacity
+// c beforehand, while the caller did something else (creating
+// preallocated tables takes the kernel seconds): the missing maps are
+// taken from it and pinned rather than created. The caller closes spare
+// after, which closes the maps not taken.
+func OpenOrCreate(dir string, c Capacity, spare *Set) (*Set, error) { return open(dir, c, nil, spare) }
 
 // Create makes a set of unpinned maps of capacity c: a private set for
 // tests and benchmarks of the program.
@@ -95,9 +101,9 @@ func Create(c Capacity) (*Set, error) {
 	return s, nil
 }
 
-// open opens the set in dir, creating missing maps with capacity c when
-// c.MaxRules > 0.
-func open(dir string, c Capacity, opts *ebpf.LoadPinOptions) (*Set, error) {
+// open opens the set in dir, creating missing maps with capacity c (or
+// taking them from spare) when c.MaxRules > 0.
+func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, error) {
 	s := &Set{Dir: dir}
 	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc}.Spec()
 	missing := 0
@@ -130,7 +136,10 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions) (*Set, error) {
 		if s.Map(n) != nil {
 			continue
 		}
-		m, err := ebpf.NewMap(want[n])
+		m, err := spare.take(n), error(nil)
+		if m == nil {
+			m, err = ebpf.NewMap(want[n])
+		}
 		if err == nil {
 			s.setMap(n, m)
 			err = m.Pin(filepath.Join(dir, n))
@@ -151,6 +160,17 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions) (*Set, error) {
 // is preallocated (the maps of a set are all created alike).
 func (s *Set) Capacity() Capacity {
 	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0}
+}
+
+// take returns the map of the given name and leaves the set without it;
+// nil when s is nil.
+func (s *Set) take(name string) *ebpf.Map {
+	if s == nil {
+		return nil
+	}
+	m := s.Map(name)
+	s.setMap(name, nil)
+	return m
 }
 
 func (s *Set) setMap(name string, m *ebpf.Map) {

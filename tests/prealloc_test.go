@@ -106,6 +106,21 @@ func TestPrealloc(t *testing.T) {
 		})
 	}
 
+	// import and restore create the maps while they read the file: a file
+	// they refuse leaves no maps.
+	t.Run("bad-file", func(t *testing.T) {
+		dir := pinDir(t)
+		bad := filepath.Join(t.TempDir(), "bad.json")
+		if err := os.WriteFile(bad, []byte(`{"rules": []}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fails(t, nil, dir, "nothing was imported", "import", "--file", bad, "--prealloc")
+		fails(t, nil, dir, "nothing was restored", "restore", "--file", bad, "--prealloc")
+		if n := maps.Pinned(dir); n != 0 {
+			t.Errorf("%d maps pinned after refused files", n)
+		}
+	})
+
 	t.Run("existing", func(t *testing.T) {
 		dir := pinDir(t)
 		ok(t, nil, dir, "add", "--ip-address", rules[0], "--max-rules", itoa(capacity))
