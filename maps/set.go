@@ -87,7 +87,7 @@ func OpenReadOnly(dir string) (*Set, error) {
 func OpenOrCreate(dir string, c Capacity, spare *Set) (*Set, error) { return open(dir, c, nil, spare) }
 
 // Create makes a set of unpinned maps of capacity c: a private set for
-// tests and benchmarks of the program.
+// tests and benchmarks, or the spare set of OpenOrCreate.
 func Create(c Capacity) (*Set, error) {
 	s := &Set{Created: true}
 	for n, spec := range c.Spec() {
