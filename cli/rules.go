@@ -23,7 +23,7 @@ func (a *AddCmd) Run(c *Context) error {
 		return err
 	}
 	return c.change(true, func(d *pindir.Dir) error {
-		return c.withMaps(d, a.Capacity, func(set *maps.Set) error {
+		return c.withMaps(d, a.Capacity, nil, func(set *maps.Set) error {
 			added, err := set.Add(r)
 			switch {
 			case err != nil:
@@ -80,12 +80,18 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 		return err
 	}
 	defer f.Close()
+	spare := c.spareMaps(im.Capacity)
+	defer func() {
+		if s := spare(); s != nil {
+			s.Close()
+		}
+	}()
 	rules, skipped, err := readItems(c, f, rule.ReadJSON)
 	if err != nil {
 		return fmt.Errorf("%s: %w; nothing was imported", im.File, err)
 	}
 	return c.change(true, func(d *pindir.Dir) error {
-		return c.withMaps(d, im.Capacity, func(set *maps.Set) error {
+		return c.withMaps(d, im.Capacity, spare(), func(set *maps.Set) error {
 			added, err := set.AddRules(c.Ctx, rules)
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("%w: removed the rules it had added; nothing was imported", errInterrupted)

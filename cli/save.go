@@ -68,12 +68,18 @@ func (r *RestoreCmd) Run(c *Context) error {
 		defer f.Close()
 		in = f
 	}
+	spare := c.spareMaps(r.Capacity)
+	defer func() {
+		if s := spare(); s != nil {
+			s.Close()
+		}
+	}()
 	saved, skipped, err := readItems(c, in, savefile.Read)
 	if err != nil {
 		return fmt.Errorf("%s: %w; nothing was restored", r.File, withFix(err))
 	}
 	return c.change(true, func(d *pindir.Dir) error {
-		return c.withMaps(d, r.Capacity, func(set *maps.Set) error {
+		return c.withMaps(d, r.Capacity, spare(), func(set *maps.Set) error {
 			restored, present, err := set.RestoreRules(c.Ctx, saved.Rules)
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("%w: removed the rules it had restored; nothing was restored", errInterrupted)

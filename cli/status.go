@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/traffic-meter/traffic_meter/attach"
 	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/table"
+	"github.com/traffic-meter/traffic_meter/units"
 )
 
 // StatusCmd shows what is loaded where.
@@ -23,6 +26,7 @@ type status struct {
 	Loaded      bool               `json:"loaded"`
 	Rules       familyCounts       `json:"rules"`
 	Capacity    familyCounts       `json:"capacity"`
+	StatsTables statsTables        `json:"stats_tables"`
 	Attachments []attachmentStatus `json:"attachments"`
 	Kernel      kernelStatus       `json:"kernel"`
 }
@@ -30,6 +34,17 @@ type status struct {
 type familyCounts struct {
 	IPv4 int `json:"ipv4"`
 	IPv6 int `json:"ipv6"`
+}
+
+// statsTables says how the stats tables take their memory.
+type statsTables struct {
+	// Preallocated says that they were created with --prealloc.
+	Preallocated bool `json:"preallocated"`
+	// ReservedBytes is the kernel memory they reserve, computed from
+	// their capacity and the possible CPUs: every entry when they are
+	// preallocated, only their hash buckets when not.
+	ReservedBytes uint64 `json:"reserved_bytes"`
+	PossibleCPUs  int    `json:"possible_cpus"`
 }
 
 type attachmentStatus struct {
@@ -57,8 +72,8 @@ type fallbackStatus struct {
 }
 
 // Run prints the pin directory, the rules per family and the capacity,
-// every attachment, and the kernel fallbacks in use. Nothing loaded is
-// no error: status says so.
+// how the stats tables take their memory, every attachment, and the
+// kernel fallbacks in use. Nothing loaded is no error: status says so.
 func (s *StatusCmd) Run(c *Context) error {
 	st := status{PinDir: c.Dir, Attachments: []attachmentStatus{}}
 	var all []attach.Attachment
@@ -69,6 +84,8 @@ func (s *StatusCmd) Run(c *Context) error {
 			return err
 		}
 		st.Capacity = familyCounts{int(set.RulesV4.MaxEntries()), int(set.RulesV6.MaxEntries())}
+		capacity, cpus := set.Capacity(), ebpf.MustPossibleCPU()
+		st.StatsTables = statsTables{Preallocated: capacity.Prealloc, ReservedBytes: capacity.Memory(cpus), PossibleCPUs: cpus}
 		rules, err := set.Rules()
 		for _, r := range rules {
 			if r.Addr().Is4() {
@@ -117,11 +134,20 @@ func statusOf(a attach.Attachment) attachmentStatus {
 		Direction: d.Direction, Hook: d.Hook, Mode: d.Mode, Method: d.Method, ProgramID: uint32(a.ProgID)}
 }
 
+// String says how the stats tables take their memory, for people.
+func (t statsTables) String() string {
+	if t.Preallocated {
+		return fmt.Sprintf("preallocated, %s of kernel memory reserved (%d possible CPUs)", units.Bytes(t.ReservedBytes), t.PossibleCPUs)
+	}
+	return fmt.Sprintf("memory taken per rule, %s reserved up front", units.Bytes(t.ReservedBytes))
+}
+
 // write prints the status for people.
 func (st *status) write(c *Context) error {
 	fmt.Fprintf(c.Stdout, "pin directory: %s\n", st.PinDir)
 	if st.Loaded {
 		fmt.Fprintf(c.Stdout, "rules: %d IPv4 of %d, %d IPv6 of %d\n", st.Rules.IPv4, st.Capacity.IPv4, st.Rules.IPv6, st.Capacity.IPv6)
+		fmt.Fprintf(c.Stdout, "stats tables: %s\n", st.StatsTables)
 	} else {
 		fmt.Fprintf(c.Stdout, "rules: none, no maps (nothing loaded)\n")
 	}

@@ -29,7 +29,7 @@ func create(t testing.TB, dir string, maxRules uint32) *maps.Set {
 		t.Fatal(err)
 	}
 	defer l.Unlock()
-	set, err := maps.OpenOrCreate(dir, maxRules)
+	set, err := maps.OpenOrCreate(dir, maps.Capacity{MaxRules: maxRules}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

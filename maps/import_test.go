@@ -16,15 +16,25 @@ import (
 )
 
 // newSet creates a private set of maps of the given capacity.
-func newSet(t testing.TB, maxRules uint32) *Set {
+func newSet(t testing.TB, c Capacity) *Set {
 	t.Helper()
 	testnet.RequireRoot(t)
-	s, err := Create(maxRules)
+	s, err := Create(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// bothKinds runs test on a fresh set of capacity maxRules of each kind:
+// with stats tables that take memory per rule, and preallocated ones.
+func bothKinds(t *testing.T, maxRules uint32, test func(t *testing.T, s *Set)) {
+	for _, prealloc := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prealloc=%v", prealloc), func(t *testing.T) {
+			test(t, newSet(t, Capacity{MaxRules: maxRules, Prealloc: prealloc}))
+		})
+	}
 }
 
 // testRules returns n distinct rules, every third one IPv6.
@@ -98,7 +108,7 @@ func putStats(t *testing.T, s *Set, r Rule, st Stats) {
 func TestAddRulesByTrie(t *testing.T) {
 	for _, others := range []int{0, 10_000} {
 		t.Run(fmt.Sprint(others), func(t *testing.T) {
-			s := newSet(t, 20_000)
+			s := newSet(t, Capacity{MaxRules: 20_000})
 			p := netip.MustParsePrefix
 			kept, orphan4, orphan6 := p("192.0.2.0/24"), p("192.0.3.0/24"), p("2001:db8:ffff::/64")
 			if _, err := s.AddRules(context.Background(), append(testRules(others), kept)); err != nil {
@@ -124,8 +134,9 @@ func TestAddRulesByTrie(t *testing.T) {
 // TestRestoreRules checks restore: an absent rule starts from its saved
 // counters exactly, a present one is untouched and reported once, and a
 // rule given twice counts once, from its first item.
-func TestRestoreRules(t *testing.T) {
-	s := newSet(t, 100)
+func TestRestoreRules(t *testing.T) { bothKinds(t, 100, testRestoreRules) }
+
+func testRestoreRules(t *testing.T, s *Set) {
 	p := netip.MustParsePrefix
 	here4, here6 := p("10.0.0.0/8"), p("2001:db8::1/128")
 	for _, r := range []Rule{here4, here6} {
@@ -201,7 +212,7 @@ func (c *cancelAfter) Err() error {
 // their context, and checks that each leaves the maps exactly as they were,
 // rules and stats, while an import that is not cancelled completes.
 func TestAddRulesCancel(t *testing.T) {
-	s := newSet(t, 100_000)
+	s := newSet(t, Capacity{MaxRules: 100_000})
 	before := testRules(300)
 	if _, err := s.AddRules(context.Background(), before[:200]); err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ func TestReadEach(t *testing.T) {
 	if !f.LPMBatch || !f.HashBatch {
 		t.Logf("kernel %s: batch lookups on LPM tries %v, on hash maps %v: missing ones fall back to key by key on both sides", f.Release, f.LPMBatch, f.HashBatch)
 	}
-	set, err := Create(DefaultMaxRules)
+	set, err := Create(Capacity{MaxRules: DefaultMaxRules})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@
 package maps
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -25,9 +26,33 @@ const (
 )
 
 // DefaultMaxRules is the default capacity of each family's rule trie and
-// stats table. The maps are not preallocated, so capacity costs no kernel
-// memory until rules are added.
+// stats table. By default the maps are not preallocated, so capacity costs
+// little kernel memory until rules are added.
 const DefaultMaxRules = 1_000_000
+
+// Capacity is what the maps are created with.
+type Capacity struct {
+	// MaxRules is how many rules each family's maps hold.
+	MaxRules uint32
+	// Prealloc creates the stats tables preallocated: the kernel reserves
+	// the memory of every entry of their capacity when it creates them
+	// (see Capacity.Memory), and a new rule's stats entry then costs a
+	// fraction of what it costs in a table that allocates it when the
+	// rule is added (the default). The tries are never preallocated: the
+	// kernel refuses LPM tries that are.
+	Prealloc bool
+}
+
+// Spec returns the specs of the four maps created with this capacity.
+func (c Capacity) Spec() map[string]*ebpf.MapSpec {
+	specs := Spec(c.MaxRules)
+	if c.Prealloc {
+		for _, n := range []string{StatsV4Name, StatsV6Name} {
+			specs[n].Flags &^= unix.BPF_F_NO_PREALLOC
+		}
+	}
+	return specs
+}
 
 // Key4 is an IPv4 rule key: the rules_v4 trie key and the stats_v4 hash key.
 type Key4 struct {
@@ -67,6 +92,14 @@ const (
 	OutBytesOff   = 24
 )
 
+// put writes s into b (statsSize bytes) in the layout of a stats value.
+func (s Stats) put(b []byte) {
+	binary.NativeEndian.PutUint64(b[InPacketsOff:], s.In.Packets)
+	binary.NativeEndian.PutUint64(b[InBytesOff:], s.In.Bytes)
+	binary.NativeEndian.PutUint64(b[OutPacketsOff:], s.Out.Packets)
+	binary.NativeEndian.PutUint64(b[OutBytesOff:], s.Out.Bytes)
+}
+
 // Total is the rule's traffic in both directions.
 func (s Stats) Total() Counter { return s.In.Add(s.Out) }
 
@@ -94,7 +127,8 @@ const (
 
 // Spec returns the specs of the four maps, each holding up to maxRules
 // entries. The tries must not be preallocated (the kernel insists), and
-// the stats tables are not either, so an empty set costs almost nothing.
+// the stats tables are not either, unless created with Capacity.Prealloc:
+// so an empty set costs almost nothing.
 func Spec(maxRules uint32) map[string]*ebpf.MapSpec {
 	rules := func(name string, keySize uint32) *ebpf.MapSpec {
 		return &ebpf.MapSpec{Name: name, Type: ebpf.LPMTrie, KeySize: keySize,
@@ -117,9 +151,13 @@ func Spec(maxRules uint32) map[string]*ebpf.MapSpec {
 var Names = []string{RulesV4Name, StatsV4Name, RulesV6Name, StatsV6Name}
 
 // checkLayout reports how a map differs from its spec in type, key size,
-// value size or flags. The capacity may differ: it is chosen when the maps
-// are first created.
+// value size or flags. The capacity may differ, and so may the stats
+// tables' preallocation: both are chosen when the maps are first created.
 func checkLayout(m *ebpf.Map, spec *ebpf.MapSpec) error {
+	var either uint32
+	if spec.Type == ebpf.PerCPUHash {
+		either = unix.BPF_F_NO_PREALLOC
+	}
 	switch {
 	case m.Type() != spec.Type:
 		return fmt.Errorf("type %s, want %s", m.Type(), spec.Type)
@@ -127,7 +165,7 @@ func checkLayout(m *ebpf.Map, spec *ebpf.MapSpec) error {
 		return fmt.Errorf("key size %d, want %d", m.KeySize(), spec.KeySize)
 	case m.ValueSize() != spec.ValueSize:
 		return fmt.Errorf("value size %d, want %d", m.ValueSize(), spec.ValueSize)
-	case m.Flags() != spec.Flags:
+	case m.Flags()&^either != spec.Flags&^either:
 		return fmt.Errorf("flags %#x, want %#x", m.Flags(), spec.Flags)
 	}
 	return nil

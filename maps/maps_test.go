@@ -9,10 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
@@ -44,13 +46,19 @@ func TestLayout(t *testing.T) {
 	if InPacketsOff != 0 || InBytesOff != 8 || OutPacketsOff != 16 || OutBytesOff != 24 {
 		t.Error("counter offsets do not match the Stats layout")
 	}
+	s := Stats{In: Counter{1, 2}, Out: Counter{3, 4}}
+	put := make([]byte, statsSize)
+	s.put(put)
+	if want, _ := binary.Append(nil, binary.NativeEndian, s); !bytes.Equal(put, want) {
+		t.Errorf("Stats.put writes % x, want % x", put, want)
+	}
 }
 
 func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
 func u64(v uint64) []byte { return binary.NativeEndian.AppendUint64(nil, v) }
 
 // TestSpec checks the map types, sizes, capacity and that nothing is
-// preallocated.
+// preallocated by default; with Prealloc, the stats tables only.
 func TestSpec(t *testing.T) {
 	want := map[string]struct {
 		typ      ebpf.MapType
@@ -74,6 +82,143 @@ func TestSpec(t *testing.T) {
 			t.Errorf("%s: capacity %d, flags %#x: want at least 1,000,000 and no preallocation", name, s.MaxEntries, s.Flags)
 		}
 	}
+	if got := (Capacity{MaxRules: DefaultMaxRules}).Spec(); fmt.Sprint(got) != fmt.Sprint(specs) {
+		t.Errorf("Capacity.Spec without Prealloc: %v, want %v", got, specs)
+	}
+	for name, s := range (Capacity{MaxRules: 100, Prealloc: true}).Spec() {
+		lazy := s.Flags&unix.BPF_F_NO_PREALLOC != 0
+		if s.MaxEntries != 100 || lazy != (s.Type == ebpf.LPMTrie) {
+			t.Errorf("%s with Prealloc: capacity %d, flags %#x: want 100, and preallocated unless a trie", name, s.MaxEntries, s.Flags)
+		}
+	}
+}
+
+// TestEitherKind pins a set of each kind and checks that it is opened
+// whatever kind the opener would create, keeps its kind, and tells it.
+func TestEitherKind(t *testing.T) {
+	for _, made := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prealloc=%v", made), func(t *testing.T) {
+			dir := testnet.PinDir(t)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			first, err := OpenOrCreate(dir, Capacity{MaxRules: 100, Prealloc: made}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first.Close()
+			for _, open := range []func() (*Set, error){
+				func() (*Set, error) { return Open(dir) },
+				func() (*Set, error) { return OpenReadOnly(dir) },
+				func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 50, Prealloc: !made}, nil) },
+			} {
+				s, err := open()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := s.Capacity(); s.Created || got != (Capacity{MaxRules: 100, Prealloc: made}) {
+					t.Errorf("opened a set created with %v: created %v, capacity %+v", made, s.Created, got)
+				}
+				s.Close()
+			}
+		})
+	}
+}
+
+// TestSpare checks that OpenOrCreate pins the maps of a spare set for the
+// missing ones, taking them from it, and takes none when the set exists.
+func TestSpare(t *testing.T) {
+	dir := testnet.PinDir(t)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c := Capacity{MaxRules: 100, Prealloc: true}
+	for i, create := range []bool{true, false} {
+		spare, err := Create(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer spare.Close()
+		made, err := spare.IDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := OpenOrCreate(dir, c, spare)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ids, err := s.IDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken := spare.Map(StatsV4Name) == nil
+		if s.Created != create || taken != create || slices.Equal(ids, made) != create {
+			t.Errorf("OpenOrCreate #%d with a spare set: created %v, took the spare maps %v, pinned them %v; want %v", i+1, s.Created, taken, slices.Equal(ids, made), create)
+		}
+	}
+}
+
+// TestMemory checks the stats tables' memory against sums worked by hand
+// from the kernel's sizes (see statsMemory), at the default capacity on
+// this machine's 2 CPUs and on large servers, and at small capacities.
+func TestMemory(t *testing.T) {
+	for _, tt := range []struct {
+		c    Capacity
+		cpus int
+		want uint64
+	}{
+		// Buckets only: 2 x (960 + 16 x 2^20).
+		{Capacity{MaxRules: 1_000_000}, 2, 33_556_352},
+		{Capacity{MaxRules: 1_000_000}, 64, 33_556_352},
+		// Plus 10^6 x (48 + 8 + key rounded to 8 + 32 x CPUs) per family.
+		{Capacity{MaxRules: 1_000_000, Prealloc: true}, 2, 33_556_352 + 1_000_000*(64+64+80+64)},
+		{Capacity{MaxRules: 1_000_000, Prealloc: true}, 64, 33_556_352 + 1_000_000*(64+80+2*32*64)},
+		{Capacity{MaxRules: 1_000_000, Prealloc: true}, 128, 33_556_352 + 1_000_000*(64+80+2*32*128)},
+		// One entry, one bucket; 1025 entries, 2048 buckets.
+		{Capacity{MaxRules: 1, Prealloc: true}, 2, 2*(960+16) + 64 + 80 + 2*64},
+		{Capacity{MaxRules: 1025}, 4, 2 * (960 + 16*2048)},
+	} {
+		if got := tt.c.Memory(tt.cpus); got != tt.want {
+			t.Errorf("%+v on %d CPUs: %d bytes, want %d", tt.c, tt.cpus, got, tt.want)
+		}
+	}
+}
+
+// TestMemoryKernel checks statsMemory against the kernel's own account
+// of the stats tables, their memlock, for both kinds and a few
+// capacities on this machine's CPUs. Kernels before 6.4 report an
+// estimate of their own instead (key and value per entry).
+func TestMemoryKernel(t *testing.T) {
+	testnet.RequireRoot(t)
+	if code, err := features.LinuxVersionCode(); err != nil || code < 6<<16|4<<8 {
+		t.Skipf("Linux %#x (%v): memlock is the kernel's own account since 6.4", code, err)
+	}
+	for _, c := range []Capacity{{1, false}, {1, true}, {1000, true}, {1025, false}, {1025, true}, {100_000, true}} {
+		s, err := Create(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []*ebpf.Map{s.StatsV4, s.StatsV6} {
+			info, err := m.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			memlock, ok := info.Memlock()
+			if !ok {
+				t.Skip("the kernel does not report the maps' memlock")
+			}
+			got := statsMemory(m.KeySize(), c.MaxRules, c.Prealloc, ebpf.MustPossibleCPU())
+			// Other kernels since 6.4 count the same terms, with their
+			// own size of struct bpf_htab.
+			if d := int64(got) - int64(memlock); d < -htabSize || d > htabSize {
+				t.Errorf("%+v, %d-byte keys: formula %d bytes, kernel memlock %d", c, m.KeySize(), got, memlock)
+			} else if d != 0 {
+				t.Logf("%+v, %d-byte keys: formula %d bytes, kernel memlock %d (struct bpf_htab of another size)", c, m.KeySize(), got, memlock)
+			}
+		}
+		s.Close()
+	}
 }
 
 // create makes dir and opens or creates the set in it.
@@ -82,7 +227,7 @@ func create(t *testing.T, dir string, maxRules uint32) *Set {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenOrCreate(dir, maxRules)
+	s, err := OpenOrCreate(dir, Capacity{MaxRules: maxRules}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +288,7 @@ func TestOtherVersion(t *testing.T) {
 		"value size": func(s *ebpf.MapSpec) { s.ValueSize = 16 },
 		"key size":   func(s *ebpf.MapSpec) { s.KeySize = 12 },
 		"type":       func(s *ebpf.MapSpec) { s.Type = ebpf.Hash },
-		"flags":      func(s *ebpf.MapSpec) { s.Flags = 0 },
+		"flags":      func(s *ebpf.MapSpec) { s.Flags |= unix.BPF_F_ZERO_SEED },
 	}
 	for what, change := range changes {
 		t.Run(what, func(t *testing.T) {
@@ -166,7 +311,7 @@ func TestOtherVersion(t *testing.T) {
 			}
 			for _, open := range []func() (*Set, error){
 				func() (*Set, error) { return Open(dir) },
-				func() (*Set, error) { return OpenOrCreate(dir, 100) },
+				func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 100}, nil) },
 			} {
 				_, err := open()
 				if err == nil || !strings.Contains(err.Error(), "another traffic_meter version") || !strings.Contains(err.Error(), dir) {
@@ -183,7 +328,7 @@ func TestOtherVersion(t *testing.T) {
 
 func TestRules(t *testing.T) {
 	testnet.RequireRoot(t)
-	s, err := Create(100)
+	s, err := Create(Capacity{MaxRules: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,15 +387,11 @@ func TestRules(t *testing.T) {
 	}
 }
 
-// TestFull fills the maps and checks that a rule that does not fit leaves
-// nothing behind, alone or in a batch.
-func TestFull(t *testing.T) {
-	testnet.RequireRoot(t)
-	s, err := Create(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+// TestFull fills the maps of each kind and checks that a rule that does
+// not fit leaves nothing behind, alone or in a batch.
+func TestFull(t *testing.T) { bothKinds(t, 2, testFull) }
+
+func testFull(t *testing.T, s *Set) {
 	p := netip.MustParsePrefix
 	for _, r := range []string{"10.0.0.1/32", "10.0.0.2/32"} {
 		if _, err := s.Add(p(r)); err != nil {

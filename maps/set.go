@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultPinDir is where the maps are pinned unless --bpffs-pin says otherwise.
@@ -70,24 +71,31 @@ func (s *Set) Close() error {
 // error wrapping ErrNotLoaded when dir holds no maps, or only some of them
 // (the remains of a change that was killed, which the next change removes),
 // and a layout error when a pinned map was made by an incompatible version.
-func Open(dir string) (*Set, error) { return open(dir, 0, nil) }
+func Open(dir string) (*Set, error) { return open(dir, Capacity{}, nil, nil) }
 
 // OpenReadOnly opens the pinned set in dir as Open does, read-only: for the
 // readers, which need only read access to the pins.
 func OpenReadOnly(dir string) (*Set, error) {
-	return open(dir, 0, &ebpf.LoadPinOptions{ReadOnly: true})
+	return open(dir, Capacity{}, &ebpf.LoadPinOptions{ReadOnly: true}, nil)
 }
 
 // OpenOrCreate opens the pinned set in dir, creating and pinning the maps
-// that are missing, each holding up to maxRules entries. The caller must
-// hold the pin directory's exclusive lock (package pindir).
-func OpenOrCreate(dir string, maxRules uint32) (*Set, error) { return open(dir, maxRules, nil) }
+// that are missing with capacity c (c.MaxRules at least 1). Maps that
+// exist keep the capacity they were created with. The caller must hold
+// the pin directory's exclusive lock (package pindir).
+//
+// spare, when not nil, is a set that Create made with the same capacity
+// c beforehand, while the caller did something else (creating
+// preallocated tables takes the kernel seconds): the missing maps are
+// taken from it and pinned rather than created. The caller closes spare
+// after, which closes the maps not taken.
+func OpenOrCreate(dir string, c Capacity, spare *Set) (*Set, error) { return open(dir, c, nil, spare) }
 
-// Create makes a set of unpinned maps, each holding up to maxRules
-// entries: a private set for tests and benchmarks of the program.
-func Create(maxRules uint32) (*Set, error) {
+// Create makes a set of unpinned maps of capacity c: a private set for
+// tests and benchmarks, or the spare set of OpenOrCreate.
+func Create(c Capacity) (*Set, error) {
 	s := &Set{Created: true}
-	for n, spec := range Spec(maxRules) {
+	for n, spec := range c.Spec() {
 		m, err := ebpf.NewMap(spec)
 		if err != nil {
 			s.Close()
@@ -98,10 +106,11 @@ func Create(maxRules uint32) (*Set, error) {
 	return s, nil
 }
 
-// open opens the set in dir, creating missing maps when maxRules > 0.
-func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) {
+// open opens the set in dir, creating missing maps with capacity c (or
+// taking them from spare) when c.MaxRules > 0.
+func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, error) {
 	s := &Set{Dir: dir}
-	want := Spec(max(maxRules, 1))
+	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc}.Spec()
 	missing := 0
 	for _, n := range Names {
 		path := filepath.Join(dir, n)
@@ -123,7 +132,7 @@ func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) 
 	switch {
 	case missing == 0:
 		return s, nil
-	case maxRules == 0:
+	case c.MaxRules == 0:
 		s.Close()
 		return nil, fmt.Errorf("%w in %s", ErrNotLoaded, dir)
 	}
@@ -132,7 +141,10 @@ func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) 
 		if s.Map(n) != nil {
 			continue
 		}
-		m, err := ebpf.NewMap(want[n])
+		m, err := spare.take(n), error(nil)
+		if m == nil {
+			m, err = ebpf.NewMap(want[n])
+		}
 		if err == nil {
 			s.setMap(n, m)
 			err = m.Pin(filepath.Join(dir, n))
@@ -146,6 +158,24 @@ func open(dir string, maxRules uint32, opts *ebpf.LoadPinOptions) (*Set, error) 
 		}
 	}
 	return s, nil
+}
+
+// Capacity returns the capacity the set was created with, read from its
+// maps: the IPv4 rule trie's capacity, and whether the IPv4 stats table
+// is preallocated (the maps of a set are all created alike).
+func (s *Set) Capacity() Capacity {
+	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0}
+}
+
+// take returns the map of the given name and leaves the set without it;
+// nil when s is nil.
+func (s *Set) take(name string) *ebpf.Map {
+	if s == nil {
+		return nil
+	}
+	m := s.Map(name)
+	s.setMap(name, nil)
+	return m
 }
 
 func (s *Set) setMap(name string, m *ebpf.Map) {

@@ -156,7 +156,7 @@ func longest(b *testing.B, set *maps.Set, a netip.Addr) netip.Prefix {
 // 8 to 32 (IPv4) or 16 to 128 (IPv6), as rule sets of real networks mix.
 func benchProgram(b *testing.B, h Hook, n int) (*ebpf.Program, *maps.Set) {
 	b.Helper()
-	set, err := maps.Create(maps.DefaultMaxRules)
+	set, err := maps.Create(maps.Capacity{MaxRules: maps.DefaultMaxRules})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,8 +20,14 @@ import (
 // the given rules.
 func setup(t testing.TB, h Hook, rules ...string) (*ebpf.Program, *maps.Set) {
 	t.Helper()
+	return setupOn(t, h, maps.Capacity{MaxRules: maps.DefaultMaxRules}, rules...)
+}
+
+// setupOn is setup on maps of capacity c.
+func setupOn(t testing.TB, h Hook, c maps.Capacity, rules ...string) (*ebpf.Program, *maps.Set) {
+	t.Helper()
 	testnet.RequireRoot(t)
-	set, err := maps.Create(maps.DefaultMaxRules)
+	set, err := maps.Create(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +114,8 @@ var hooks = map[string]Hook{
 }
 
 // TestShapes sends one frame of every shape the spec names through the
-// program and checks the exact counters of every rule afterwards.
+// program and checks the exact counters of every rule afterwards, over
+// stats tables of each kind.
 func TestShapes(t *testing.T) {
 	v4 := func(src, dst string) frame.Frame { return frame.Frame{Src: ip(src), Dst: ip(dst), Payload: 18} }
 	v6 := func(src, dst string) frame.Frame { return frame.Frame{Src: ip(src), Dst: ip(dst), Payload: 10} }
@@ -207,24 +214,29 @@ func TestShapes(t *testing.T) {
 		{"ipv4 header length 0", []string{"0.0.0.0/0"}, patch(v4("10.0.0.1", "10.0.0.2").Bytes(), 14, 0x40), want{}},
 		{"ipv4 header longer than the frame", []string{"0.0.0.0/0"}, patch(v4("10.0.0.1", "10.0.0.2").Bytes()[:34+12], 14, 0x4f), want{}},
 	}
-	for hn, h := range hooks {
-		for _, tt := range tests {
-			t.Run(hn+"/"+tt.name, func(t *testing.T) {
-				h := available(t, h)
-				if !h.Frags && len(tt.frame) > 4000 {
-					t.Skip("a frame longer than a page needs a multi-buffer program")
-				}
-				p, set := setup(t, h, tt.rules...)
-				run(t, h, p, tt.frame)
-				got := counts(t, set)
-				want := map[string]maps.Stats{}
-				for r, f := range tt.want {
-					want[r] = f(len(tt.frame))
-				}
-				if fmt.Sprint(got) != fmt.Sprint(want) {
-					t.Fatalf("counted %v\nwant    %v", got, want)
-				}
-			})
+	// Both kinds of stats tables: the default, and preallocated ones
+	// (small, to be quick to create).
+	kinds := map[string]maps.Capacity{"": {MaxRules: maps.DefaultMaxRules}, "prealloc/": {MaxRules: 64, Prealloc: true}}
+	for kn, c := range kinds {
+		for hn, h := range hooks {
+			for _, tt := range tests {
+				t.Run(kn+hn+"/"+tt.name, func(t *testing.T) {
+					h := available(t, h)
+					if !h.Frags && len(tt.frame) > 4000 {
+						t.Skip("a frame longer than a page needs a multi-buffer program")
+					}
+					p, set := setupOn(t, h, c, tt.rules...)
+					run(t, h, p, tt.frame)
+					got := counts(t, set)
+					want := map[string]maps.Stats{}
+					for r, f := range tt.want {
+						want[r] = f(len(tt.frame))
+					}
+					if fmt.Sprint(got) != fmt.Sprint(want) {
+						t.Fatalf("counted %v\nwant    %v", got, want)
+					}
+				})
+			}
 		}
 	}
 }

@@ -30,6 +30,10 @@ const (
 	crashSaved = 20_000
 )
 
+// crashPrealloc are the flags that create the maps with preallocated
+// stats tables large enough for the killed import.
+var crashPrealloc = []string{"--prealloc", "--max-rules", itoa(crashRules + 50_000)}
+
 // Rules of the state a killed command starts from, apart from the rules
 // the import adds (10.0.0.0/8 hosts and 2001:db8:0-3:x::/64 networks,
 // see writeRules) and from the probe rule that the next command adds.
@@ -77,7 +81,9 @@ type crashCase struct {
 // rules), restore (crashSaved rules with counters), add, del, load and
 // unload (XDP through a bpf_link and through netlink, egress through TCX
 // where the kernel has it and through clsact) and unload --all (with
-// attachments in two other network namespaces), at least 30 times each.
+// attachments in two other network namespaces), at least 30 times each;
+// the import and the load that creates the maps also over preallocated
+// stats tables (--prealloc).
 // After each kill it checks that what is left is consistent and
 // repairable:
 //
@@ -118,6 +124,12 @@ func TestCrash(t *testing.T) {
 		}
 	}
 	base := load(e.p)
+	// prealloc is base over maps with preallocated stats tables, of a
+	// capacity that holds the import (and is quick to create).
+	prealloc := func(t *testing.T, e *crashEnv) {
+		ok(t, nil, e.dir, append([]string{"add", "--ip-address", crashBase[0]}, crashPrealloc...)...)
+		base(t, e)
+	}
 	cases := []crashCase{
 		{name: "import", setup: base, args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
 		{name: "restore", setup: base, args: func(e *crashEnv) []string { return []string{"restore", "--file", e.saved} }, verify: checkRestored},
@@ -143,6 +155,10 @@ func TestCrash(t *testing.T) {
 			base(t, e)
 			ok(t, e.p2, e.dir, "load", "--dev", e.p2.Dev[0], "--attach", "netlink")
 		}, args: func(*crashEnv) []string { return []string{"unload", "--all"} }},
+		// Last, so that the cases above keep their kill points.
+		{name: "import-prealloc", setup: prealloc, args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
+		{name: "load-prealloc", setup: func(*testing.T, *crashEnv) {},
+			args: func(e *crashEnv) []string { return append([]string{"load", "--dev", e.p.Dev[0]}, crashPrealloc...) }},
 	}
 	rng := rand.New(rand.NewPCG(crashSeed, 0))
 	for _, c := range cases {

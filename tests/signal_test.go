@@ -11,9 +11,9 @@ import (
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 )
 
-// TestSignalRollback sends SIGTERM or SIGINT to import and load as they
-// enter each of a sample of their system calls after taking the lock (with
-// strace's signal injection): each run either is interrupted, undoes all
+// TestSignalRollback sends SIGTERM or SIGINT to import (over maps of each
+// kind) and load as they enter each of a sample of their system calls
+// after taking the lock (with strace's signal injection): each run either is interrupted, undoes all
 // it did and says so, leaving exactly the rules, counters and attachments
 // of before, or had passed its last check and finished whole.
 func TestSignalRollback(t *testing.T) {
@@ -23,15 +23,21 @@ func TestSignalRollback(t *testing.T) {
 	}
 	p := testnet.NewPair(t)
 	e := &crashEnv{p: p, file: writeRules(t, crashRules)}
-	counted := func(t *testing.T, e *crashEnv) {
-		for _, r := range crashBase {
-			ok(t, nil, e.dir, "add", "--ip-address", r)
+	// counted makes the state a killed import starts from: rules over
+	// maps that the first add creates with flags, counters, an
+	// attachment.
+	counted := func(flags ...string) func(t *testing.T, e *crashEnv) {
+		return func(t *testing.T, e *crashEnv) {
+			for _, r := range crashBase {
+				ok(t, nil, e.dir, append([]string{"add", "--ip-address", r}, flags...)...)
+			}
+			ok(t, p, e.dir, "load", "--dev", p.Dev[0])
+			send(t, p, []frame.Frame{{Src: addr("192.0.2.1"), Dst: addr("100.64.0.1"), Payload: 10}})
 		}
-		ok(t, p, e.dir, "load", "--dev", p.Dev[0])
-		send(t, p, []frame.Frame{{Src: addr("192.0.2.1"), Dst: addr("100.64.0.1"), Payload: 10}})
 	}
 	for _, c := range []crashCase{
-		{name: "import", setup: counted, args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
+		{name: "import", setup: counted(), args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
+		{name: "import-prealloc", setup: counted(crashPrealloc...), args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
 		{name: "load", setup: func(*testing.T, *crashEnv) {}, args: func(e *crashEnv) []string { return []string{"load", "--dev", p.Dev[0]} }},
 		{name: "load-netlink", setup: func(*testing.T, *crashEnv) {},
 			args: func(e *crashEnv) []string { return []string{"load", "--dev", p.Dev[0], "--attach", "netlink"} }},
