@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/kernel"
@@ -55,18 +54,30 @@ func (c *Context) explain(err error) error {
 }
 
 // withFix returns err with its fix from fixes appended, or err itself when
-// fixes has none.
+// fixes has none or err has its fix already. A command calls it where it
+// adds context after the problem ("...; nothing was imported"), so that
+// the fix stays next to the problem.
 func withFix(err error) error {
-	if err == nil {
-		return nil
+	var fixed *fixedError
+	if err == nil || errors.As(err, &fixed) {
+		return err
 	}
 	for _, f := range fixes {
 		if fix, ok := f(err); ok {
-			return fmt.Errorf("%w: %s", err, fix)
+			return &fixedError{err, fix}
 		}
 	}
 	return err
 }
+
+// fixedError is an error with its fix: "problem: fix".
+type fixedError struct {
+	err error
+	fix string
+}
+
+func (e *fixedError) Error() string { return e.err.Error() + ": " + e.fix }
+func (e *fixedError) Unwrap() error { return e.err }
 
 // fixes is the one table of the errors that the layers below return
 // (sentinels and types, never advice) and the fix that cli gives people
@@ -79,6 +90,16 @@ var fixes = []func(err error) (fix string, ok bool){
 	func(err error) (string, bool) {
 		var e *pindir.MountError
 		return "mount it with 'mount -t bpf bpf " + pindir.BPFFSRoot + "'", errors.As(err, &e)
+	},
+	func(err error) (string, bool) {
+		return "delete rules, or unload everything and load again with a larger --max-rules", errors.Is(err, maps.ErrFull)
+	},
+	func(err error) (string, bool) {
+		var e *maps.OtherVersionError
+		if !errors.As(err, &e) {
+			return "", false
+		}
+		return "unload every interface with that version, or remove " + e.Dir + ", then load again", true
 	},
 	func(err error) (string, bool) {
 		var e *kernel.UnsupportedError

@@ -97,7 +97,7 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 				return fmt.Errorf("%w: removed the rules it had added; nothing was imported", errInterrupted)
 			}
 			if err != nil {
-				return fmt.Errorf("%w; nothing was imported", err)
+				return fmt.Errorf("%w; nothing was imported", withFix(err))
 			}
 			fmt.Fprintf(c.Stdout, "imported %d rules (%d new), skipped %d\n", len(rules), added, skipped)
 			return nil

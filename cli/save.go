@@ -85,7 +85,7 @@ func (r *RestoreCmd) Run(c *Context) error {
 				return fmt.Errorf("%w: removed the rules it had restored; nothing was restored", errInterrupted)
 			}
 			if err != nil {
-				return fmt.Errorf("%w; nothing was restored", err)
+				return fmt.Errorf("%w; nothing was restored", withFix(err))
 			}
 			c.warnPresent(present)
 			fmt.Fprintf(c.Stdout, "restored %d rules, kept %d present, skipped %d\n", restored, len(present), skipped)

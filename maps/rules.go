@@ -98,7 +98,7 @@ const refillWait = 5 * time.Second
 // trie) into ErrFull.
 func fullOr(err error, m *ebpf.Map, what string) error {
 	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) {
-		return fmt.Errorf("%w (%d rules per family): delete rules, or unload everything and load again with a larger --max-rules", ErrFull, m.MaxEntries())
+		return fmt.Errorf("%w (%d rules per family)", ErrFull, m.MaxEntries())
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

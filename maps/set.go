@@ -79,6 +79,17 @@ func OpenReadOnly(dir string) (*Set, error) {
 	return open(dir, Capacity{}, &ebpf.LoadPinOptions{ReadOnly: true}, nil)
 }
 
+// OtherVersionError is a pinned map of the set in Dir, at Path, whose
+// layout is not this version's: Diff says how it differs.
+type OtherVersionError struct {
+	Path, Dir string
+	Diff      error
+}
+
+func (e *OtherVersionError) Error() string {
+	return fmt.Sprintf("pinned map %s was made by another traffic_meter version (%v)", e.Path, e.Diff)
+}
+
 // OpenOrCreate opens the pinned set in dir, creating and pinning the maps
 // that are missing with capacity c (c.MaxRules at least 1). Maps that
 // exist keep the capacity they were created with. The caller must hold
@@ -126,7 +137,7 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, 
 		s.setMap(n, m)
 		if err := checkLayout(m, want[n]); err != nil {
 			s.Close()
-			return nil, fmt.Errorf("pinned map %s was made by another traffic_meter version (%v): unload every interface with that version, or remove %s, then load again", path, err, dir)
+			return nil, &OtherVersionError{Path: path, Dir: dir, Diff: err}
 		}
 	}
 	switch {
