@@ -3,10 +3,10 @@ package cli
 import (
 	"errors"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
-	"github.com/traffic-meter/traffic_meter/kernel"
+	"github.com/traffic-meter/traffic_meter/internal/savefile"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/savefile"
 )
 
 // change runs fn as a change of the pin directory (pindir.Change), with a

@@ -47,9 +47,9 @@ import (
 	"github.com/alecthomas/kong"
 	"golang.org/x/sys/unix"
 
-	"github.com/traffic-meter/traffic_meter/exporter"
+	"github.com/traffic-meter/traffic_meter/internal/exporter"
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
-	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 

@@ -7,8 +7,8 @@ import (
 	"net"
 	"os"
 
-	"github.com/traffic-meter/traffic_meter/attach"
-	"github.com/traffic-meter/traffic_meter/exporter"
+	"github.com/traffic-meter/traffic_meter/internal/attach"
+	"github.com/traffic-meter/traffic_meter/internal/exporter"
 )
 
 // ExporterCmd serves the counters to Prometheus.

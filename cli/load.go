@@ -10,12 +10,12 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/internal/attach"
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
-	"github.com/traffic-meter/traffic_meter/kernel"
+	"github.com/traffic-meter/traffic_meter/internal/textfmt"
 	"github.com/traffic-meter/traffic_meter/maps"
 	"github.com/traffic-meter/traffic_meter/prog"
-	"github.com/traffic-meter/traffic_meter/units"
 )
 
 // Capacity is the flags of the commands that may create the maps.
@@ -88,7 +88,7 @@ func (c *Context) withMaps(d *pindir.Dir, cp Capacity, spare *maps.Set, change f
 		created := fmt.Sprintf("created the maps in %s, holding %d rules per address family", c.Dir, set.RulesV4.MaxEntries())
 		if capacity := set.Capacity(); capacity.Prealloc {
 			cpus := ebpf.MustPossibleCPU()
-			created += fmt.Sprintf(", with preallocated stats tables: %s of kernel memory reserved (%d possible CPUs)", units.Bytes(capacity.Memory(cpus)), cpus)
+			created += fmt.Sprintf(", with preallocated stats tables: %s of kernel memory reserved (%d possible CPUs)", textfmt.Bytes(capacity.Memory(cpus)), cpus)
 		}
 		c.Notice("%s", created)
 	}

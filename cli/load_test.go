@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/internal/attach"
 )
 
 // TestDescribeAttachment checks how load and status name each kind of

@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
+	"github.com/traffic-meter/traffic_meter/internal/rule"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/rule"
 )
 
 // AddCmd adds a rule.

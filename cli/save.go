@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
+	"github.com/traffic-meter/traffic_meter/internal/savefile"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/savefile"
 )
 
 // SaveCmd writes every rule's counters to a file.

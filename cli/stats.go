@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/traffic-meter/traffic_meter/internal/rule"
+	"github.com/traffic-meter/traffic_meter/internal/savefile"
+	"github.com/traffic-meter/traffic_meter/internal/textfmt"
+	"github.com/traffic-meter/traffic_meter/internal/watch"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/rule"
-	"github.com/traffic-meter/traffic_meter/savefile"
-	"github.com/traffic-meter/traffic_meter/table"
-	"github.com/traffic-meter/traffic_meter/watch"
 )
 
 // StatsCmd shows the counters.
@@ -63,7 +63,7 @@ func (s *StatsCmd) read(set *maps.Set) ([]maps.RuleStats, error) {
 
 // writeStatsTable prints stats as an aligned table, bytes in IEC units.
 func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
-	t := table.New(watch.Columns...)
+	t := textfmt.NewTable(watch.Columns...)
 	for _, r := range rows {
 		t.Add(watch.Cells(r)...)
 	}

@@ -7,11 +7,10 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/traffic-meter/traffic_meter/attach"
-	"github.com/traffic-meter/traffic_meter/kernel"
+	"github.com/traffic-meter/traffic_meter/internal/attach"
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
+	"github.com/traffic-meter/traffic_meter/internal/textfmt"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/table"
-	"github.com/traffic-meter/traffic_meter/units"
 )
 
 // StatusCmd shows what is loaded where.
@@ -137,9 +136,9 @@ func statusOf(a attach.Attachment) attachmentStatus {
 // String says how the stats tables take their memory, for people.
 func (t statsTables) String() string {
 	if t.Preallocated {
-		return fmt.Sprintf("preallocated, %s of kernel memory reserved (%d possible CPUs)", units.Bytes(t.ReservedBytes), t.PossibleCPUs)
+		return fmt.Sprintf("preallocated, %s of kernel memory reserved (%d possible CPUs)", textfmt.Bytes(t.ReservedBytes), t.PossibleCPUs)
 	}
-	return fmt.Sprintf("memory taken per rule, %s reserved up front", units.Bytes(t.ReservedBytes))
+	return fmt.Sprintf("memory taken per rule, %s reserved up front", textfmt.Bytes(t.ReservedBytes))
 }
 
 // write prints the status for people.
@@ -154,7 +153,7 @@ func (st *status) write(c *Context) error {
 	if len(st.Attachments) == 0 {
 		fmt.Fprintf(c.Stdout, "attachments: none\n")
 	} else {
-		t := table.NewLeft("INTERFACE", "NETNS", "DIRECTION", "HOOK", "MODE", "METHOD", "PROGRAM")
+		t := textfmt.NewLeftTable("INTERFACE", "NETNS", "DIRECTION", "HOOK", "MODE", "METHOD", "PROGRAM")
 		for _, a := range st.Attachments {
 			ns := fmt.Sprint(a.Netns)
 			if a.ThisNetns {

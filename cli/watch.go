@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/internal/attach"
+	"github.com/traffic-meter/traffic_meter/internal/watch"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/watch"
 )
 
 // WatchFlags are the stats flags for watching and ranking rules.

@@ -8,8 +8,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
-	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // TestReadEach reads the rule trie and the stats table with the fallback

@@ -3,8 +3,8 @@ package prog
 import (
 	"testing"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
-	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // available returns h if the kernel has the feature it needs, else its

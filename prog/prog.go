@@ -29,8 +29,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/uapi"
-	"github.com/traffic-meter/traffic_meter/kernel"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 

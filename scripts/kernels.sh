@@ -147,11 +147,13 @@ fetch() {
 # Static binaries: traffic_meter and the test binaries.
 bins=$work/bins
 mkdir -p "$bins"
-pkgs=(kernel prog maps attach tests)
+# Each test binary is named for its package and runs in the package's
+# directory (NAME:DIR), as go test runs it.
+pkgs=(kernel:internal/kernel prog:prog maps:maps attach:internal/attach tests:tests)
 export CGO_ENABLED=0
 go build -o "$bins/traffic_meter" ./cmd/traffic_meter
 for p in "${pkgs[@]}"; do
-	go test -c -o "$bins/$p.test" "./$p"
+	go test -c -o "$bins/${p%%:*}.test" "./${p#*:}"
 done
 
 # copy_with_libs ROOT BIN...: copies binaries into ROOT at their own paths,
@@ -224,11 +226,12 @@ for m in \$(cat /modules/order); do insmod /modules/\$m || echo "insmod \$m fail
 $(command -v ip) link set lo up
 export CI=true HOME=/root TMPDIR=/tmp TRAFFIC_METER_BIN=/tm/traffic_meter
 echo "@@TM-KERNEL \$(uname -r)"
-for t in ${pkgs[*]}; do
+for p in ${pkgs[*]}; do
+	t=\${p%%:*}
 	args=""
 	[ \$t = tests ] && args="-test.skip $guest_skip"
 	echo "@@TM-BEGIN \$t"
-	mkdir -p /src/\$t && cd /src/\$t
+	mkdir -p /src/\${p#*:} && cd /src/\${p#*:}
 	/tm/\$t.test -test.v -test.timeout 20m \$args 2>&1
 	echo "@@TM-END \$t \$?"
 done
@@ -340,12 +343,13 @@ if [ "${KERNELS_HOST:-1}" != 0 ]; then
 	(
 		export CI=true TRAFFIC_METER_BIN=$bins/traffic_meter
 		echo "@@TM-KERNEL $(uname -r)"
-		for t in "${pkgs[@]}"; do
+		for p in "${pkgs[@]}"; do
+			t=${p%%:*}
 			echo "@@TM-BEGIN $t"
 			rc=0
 			args=()
 			[ "$t" = tests ] && args=(-test.skip "$guest_skip")
-			(cd "$root/$t" && "$bins/$t.test" -test.v -test.timeout 20m "${args[@]}" 2>&1) || rc=$?
+			(cd "$root/${p#*:}" && "$bins/$t.test" -test.v -test.timeout 20m "${args[@]}" 2>&1) || rc=$?
 			echo "@@TM-END $t $rc"
 		done
 		echo "@@TM-DONE"

@@ -10,9 +10,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/internal/uapi"
-	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // The egress program's attachment: the two TC paths (a TCX bpf_link, or a

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/traffic-meter/traffic_meter/internal/savefile"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/savefile"
 )
 
 // The files the tests give the commands: rules to import and saved

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
-	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // TestFallbackNotices checks that load tells each fallback this kernel

@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/internal/attach"
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/internal/uapi"

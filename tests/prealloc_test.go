@@ -12,8 +12,8 @@ import (
 
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/internal/textfmt"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/units"
 )
 
 // statsTablesJSON is the stats_tables object of status --json.
@@ -51,7 +51,7 @@ func TestPrealloc(t *testing.T) {
 	const capacity = 1000
 	reserved := maps.Capacity{MaxRules: capacity, Prealloc: true}.Memory(cpus)
 	created := fmt.Sprintf("holding %d rules per address family, with preallocated stats tables: %s of kernel memory reserved (%d possible CPUs)\n",
-		capacity, units.Bytes(reserved), cpus)
+		capacity, textfmt.Bytes(reserved), cpus)
 	file := filepath.Join(t.TempDir(), "rules.json")
 	rules := []string{"10.0.0.0/8", "10.1.2.3/32", "192.0.2.0/24", "2001:db8::/32", "2001:db8:1::5/128"}
 	data, _ := json.Marshal(rules)
@@ -71,7 +71,7 @@ func TestPrealloc(t *testing.T) {
 				t.Fatalf("%s --prealloc: exit %d, stderr %q: want the notice of the memory reserved", first[0], r.code, r.stderr)
 			}
 			line, doc := statusTables(t, dir)
-			if want := fmt.Sprintf("stats tables: preallocated, %s of kernel memory reserved (%d possible CPUs)", units.Bytes(reserved), cpus); line != want {
+			if want := fmt.Sprintf("stats tables: preallocated, %s of kernel memory reserved (%d possible CPUs)", textfmt.Bytes(reserved), cpus); line != want {
 				t.Errorf("status says %q, want %q", line, want)
 			}
 			if doc != (statsTablesJSON{true, reserved, cpus}) {
@@ -129,7 +129,7 @@ func TestPrealloc(t *testing.T) {
 			t.Fatalf("--prealloc on existing lazy maps: exit %d, stderr %q", r.code, r.stderr)
 		}
 		lazy := maps.Capacity{MaxRules: capacity}.Memory(cpus)
-		if line, doc := statusTables(t, dir); line != "stats tables: memory taken per rule, "+units.Bytes(lazy)+" reserved up front" || doc != (statsTablesJSON{false, lazy, cpus}) {
+		if line, doc := statusTables(t, dir); line != "stats tables: memory taken per rule, "+textfmt.Bytes(lazy)+" reserved up front" || doc != (statsTablesJSON{false, lazy, cpus}) {
 			t.Errorf("status of lazy maps: %q, %+v", line, doc)
 		}
 		ok(t, nil, dir, "unload", "--all")

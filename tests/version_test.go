@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
-	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // versionDoc is the schema of version --json.

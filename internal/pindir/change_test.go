@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/traffic-meter/traffic_meter/attach"
+	"github.com/traffic-meter/traffic_meter/internal/attach"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 

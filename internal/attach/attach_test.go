@@ -5,9 +5,9 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/internal/uapi"
-	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // TestAttach attaches a program to a veth with each method, lists and

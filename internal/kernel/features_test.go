@@ -60,7 +60,7 @@ type docRow struct{ name, what, version, fallback string }
 // Table says: the same features, in the same order, with the same names,
 // descriptions, releases and fallbacks.
 func TestDocTable(t *testing.T) {
-	rows := readDocTable(t, "../docs/kernels.md", "| name | feature | Linux | probe | fallback, and what it costs |")
+	rows := readDocTable(t, "../../docs/kernels.md", "| name | feature | Linux | probe | fallback, and what it costs |")
 	var want []docRow
 	for _, ft := range Table {
 		want = append(want, docRow{ft.Name, ft.What, ft.Version, ft.Fallback})

@@ -1,6 +1,7 @@
-// Package units formats counts and rates for people: bytes in IEC units
-// (B, KiB, MiB, GiB, TiB), and packet and bit rates in SI units.
-package units
+// Package textfmt formats traffic_meter's output for people: aligned text
+// tables (Table), bytes in IEC units (B, KiB, MiB, GiB, TiB), and packet
+// and bit rates in SI units.
+package textfmt
 
 import (
 	"fmt"

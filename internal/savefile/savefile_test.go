@@ -11,8 +11,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/traffic-meter/traffic_meter/internal/readtest"
 	"time"
+
+	"github.com/traffic-meter/traffic_meter/internal/readtest"
 
 	"github.com/traffic-meter/traffic_meter/maps"
 )

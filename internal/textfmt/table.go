@@ -1,22 +1,23 @@
-// Package table writes the aligned text tables of traffic_meter's output:
-// a header and rows, the first column aligned left and the others right
-// (counters), or all left (names), columns two spaces apart.
-package table
+package textfmt
 
 import "io"
 
-// Table is a table being filled.
+// Table is an aligned text table being filled: a header and rows, the
+// first column aligned left and the others right (counters), or all left
+// (names), columns two spaces apart.
 type Table struct {
 	rows [][]string // the header first
 	left int        // how many columns, from the first, are aligned left
 }
 
-// New returns a table with the given column headings.
+// NewTable returns a table with the given column headings.
 // The first column is aligned left, the others right.
-func New(header ...string) *Table { return &Table{rows: [][]string{header}, left: 1} }
+func NewTable(header ...string) *Table { return &Table{rows: [][]string{header}, left: 1} }
 
-// NewLeft returns a table whose columns are all aligned left.
-func NewLeft(header ...string) *Table { return &Table{rows: [][]string{header}, left: len(header)} }
+// NewLeftTable returns a table whose columns are all aligned left.
+func NewLeftTable(header ...string) *Table {
+	return &Table{rows: [][]string{header}, left: len(header)}
+}
 
 // Add adds a row, one cell per column.
 func (t *Table) Add(cells ...string) { t.rows = append(t.rows, cells) }

@@ -4,7 +4,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
-	"github.com/traffic-meter/traffic_meter/kernel"
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 )
 
 // Hook is a kernel hook that programs attach to.

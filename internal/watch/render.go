@@ -7,9 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/traffic-meter/traffic_meter/internal/textfmt"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/table"
-	"github.com/traffic-meter/traffic_meter/units"
 )
 
 // Header is what the first line of a block says.
@@ -33,12 +32,12 @@ func Render(w io.Writer, h Header, rows []Row) error {
 		shown = fmt.Sprintf(", showing %d", len(rows))
 	}
 	fmt.Fprintf(w, "%s  rules: %d%s  interfaces: %s\n", h.Time.Format(time.DateTime), h.Rules, shown, ifaces)
-	t := table.New(append(Columns[:len(Columns):len(Columns)], "PACKETS/S", "BITS/S")...)
+	t := textfmt.NewTable(append(Columns[:len(Columns):len(Columns)], "PACKETS/S", "BITS/S")...)
 	for _, r := range rows {
 		pps, bps := "-", "-"
 		switch r.State {
 		case Measured:
-			pps, bps = units.PacketRate(r.PacketRate), units.BitRate(r.BitRate)
+			pps, bps = textfmt.PacketRate(r.PacketRate), textfmt.BitRate(r.BitRate)
 		case Reset:
 			pps, bps = "reset", "reset"
 		}
@@ -56,7 +55,7 @@ var Columns = []string{"RULE", "PACKETS", "BYTES", "IN PACKETS", "IN BYTES", "OU
 func Cells(rs maps.RuleStats) []string {
 	total := rs.Stats.Total()
 	return []string{rs.Rule.String(),
-		strconv.FormatUint(total.Packets, 10), units.Bytes(total.Bytes),
-		strconv.FormatUint(rs.Stats.In.Packets, 10), units.Bytes(rs.Stats.In.Bytes),
-		strconv.FormatUint(rs.Stats.Out.Packets, 10), units.Bytes(rs.Stats.Out.Bytes)}
+		strconv.FormatUint(total.Packets, 10), textfmt.Bytes(total.Bytes),
+		strconv.FormatUint(rs.Stats.In.Packets, 10), textfmt.Bytes(rs.Stats.In.Bytes),
+		strconv.FormatUint(rs.Stats.Out.Packets, 10), textfmt.Bytes(rs.Stats.Out.Bytes)}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/traffic-meter/traffic_meter/kernel"
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 )
 
 // Mode is an XDP attach mode.

@@ -13,9 +13,10 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
+
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"golang.org/x/sys/unix"
 )
 
 // fill adds n IPv4 /32 rules from 10.0.0.0 up, each with non-zero

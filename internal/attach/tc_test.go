@@ -8,8 +8,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
-	"github.com/traffic-meter/traffic_meter/kernel"
 )
 
 // TestAttachEgress attaches a TC program to the egress of a veth on each

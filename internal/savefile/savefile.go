@@ -24,8 +24,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/traffic-meter/traffic_meter/internal/rule"
 	"github.com/traffic-meter/traffic_meter/maps"
-	"github.com/traffic-meter/traffic_meter/rule"
 )
 
 // Version is the version of the file format this package reads and writes.

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"

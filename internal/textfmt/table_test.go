@@ -1,4 +1,4 @@
-package table
+package textfmt
 
 import (
 	"strings"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestWrite(t *testing.T) {
-	tb := New("RULE", "PACKETS", "BYTES")
+	tb := NewTable("RULE", "PACKETS", "BYTES")
 	tb.Add("10.0.0.0/24", "3", "294 B")
 	tb.Add("2001:db8::/64", "12345", "1.2 KiB")
 	var b strings.Builder
@@ -23,7 +23,7 @@ func TestWrite(t *testing.T) {
 }
 
 func TestLeft(t *testing.T) {
-	tb := NewLeft("INTERFACE", "MODE", "PROGRAM")
+	tb := NewLeftTable("INTERFACE", "MODE", "PROGRAM")
 	tb.Add("veth0", "native", "60501")
 	tb.Add("eth1.100", "generic", "7")
 	var b strings.Builder
@@ -41,7 +41,7 @@ func TestLeft(t *testing.T) {
 
 // TestLarge writes a table larger than one piece.
 func TestLarge(t *testing.T) {
-	tb := New("A", "B")
+	tb := NewTable("A", "B")
 	for range 10000 {
 		tb.Add("x", "y")
 	}
