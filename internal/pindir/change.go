@@ -77,6 +77,12 @@ func Change(dir string, create bool, report func(Report), fn func(*Dir) error) e
 		return err
 	}
 	if err := fn(&Dir{Path: dir, Repaired: r.Repaired}); err != nil {
+		if readMarks(dir).removing {
+			// A removal of the set stopped half-way (RemoveIfUnused):
+			// the marks stay, so that the next change completes it, as
+			// after a kill.
+			return err
+		}
 		if endErr := unmark(dir); endErr != nil {
 			return fmt.Errorf("%w; and ending the change failed: %w", err, endErr)
 		}
@@ -188,18 +194,18 @@ func adopt(set *maps.Set) ([]attach.Attachment, error) {
 
 // RemoveIfUnused removes the set of maps, the links directory and the pin
 // directory when no attachment is left, and reports whether it did; the
-// error says why it could not. A kill half-way leaves the mark "removing",
-// and the next change completes the removal.
+// error says why it could not. A kill or an error half-way leaves the
+// mark "removing", and the next change completes the removal.
 func (d *Dir) RemoveIfUnused() (removed bool, err error) {
 	if live, err := attach.List(d.Path); err != nil || len(live) > 0 {
-		return false, err
-	}
-	if err := mark(d.Path, removingMark); err != nil {
 		return false, err
 	}
 	links := attach.LinksDir(d.Path)
 	if err := os.Remove(links); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("remove %s: %w", links, err)
+	}
+	if err := mark(d.Path, removingMark); err != nil {
+		return false, err
 	}
 	if err := maps.Unpin(d.Path); err != nil {
 		return false, err

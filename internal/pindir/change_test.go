@@ -220,3 +220,41 @@ func TestRemoveIfUnused(t *testing.T) {
 		t.Fatalf("after the failed removal: %v", got)
 	}
 }
+
+// TestRemovalStopped checks that a removal of the set that fails half-way
+// keeps its marks, and that the next change completes it, as after a kill.
+func TestRemovalStopped(t *testing.T) {
+	dir := fakeDir(t, nil, len(maps.Names))
+	// The third map's pin cannot be removed: a directory with a file in it.
+	stuck := filepath.Join(dir, maps.Names[2])
+	if err := os.Remove(stuck); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(stuck, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := Change(dir, false, func(Report) {}, func(d *Dir) error {
+		_, err := d.RemoveIfUnused()
+		return err
+	})
+	if err == nil {
+		t.Fatal("the removal of a set whose pin cannot go succeeded")
+	}
+	if m := readMarks(dir); !m.removing {
+		t.Fatalf("the stopped removal left marks %+v, want removing", m)
+	}
+	// Once the pin can go, the next change completes the removal.
+	if err := os.RemoveAll(filepath.Join(stuck, "x")); err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	if err := Change(dir, false, func(got Report) { r = got }, func(*Dir) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Unpinned {
+		t.Errorf("the next change did not complete the removal: %+v", r)
+	}
+	if got := entries(t, dir); len(got) != 0 {
+		t.Errorf("after the next change: %v, want nothing", got)
+	}
+}

@@ -66,10 +66,15 @@
 //	 remove its pin                        -                                   -
 //	unload, after the last attachment
 //	(Dir.RemoveIfUnused):
+//	 remove links/                         "changing" and a whole set          repair: mends it (nothing to mend);
+//	                                                                           the next load makes links/ again
 //	 mark "removing"                       the marks and a whole set           repair: "removing" and no attachment:
-//	 remove links/                         the marks and a whole set           unpins the set; the change's tidy
-//	 unpin the 4 maps, one by one          the marks and 0 to 3 maps           removes the directory
+//	 unpin the 4 maps, one by one          the marks and 0 to 3 maps           unpins the set; the change's tidy
+//	                                                                           removes the directory
 //	 remove the marks, the directory       an empty directory                  the next change's tidy
+//
+// A removal that fails after its mark "removing" (an unpin refused) keeps
+// its marks, as a kill would: the next change completes it.
 //
 // The repair (repair, its decision in decide) also prunes the pins of
 // attachments that are gone when no change was killed: an interface or
