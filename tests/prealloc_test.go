@@ -146,26 +146,3 @@ func TestPrealloc(t *testing.T) {
 		}
 	})
 }
-
-// TestPreallocFull fills preallocated maps made for two rules per family:
-// the same error as for maps that are not preallocated, nothing imported.
-func TestPreallocFull(t *testing.T) {
-	p := testnet.NewPair(t)
-	dir := testnet.PinDir(t)
-	ok(t, p, dir, "load", "--dev", p.Dev[0], "--max-rules", "2", "--prealloc")
-	ok(t, p, dir, "add", "--ip-address", "10.0.0.1")
-	ok(t, p, dir, "add", "--ip-address", "10.0.0.2")
-	ok(t, p, dir, "add", "--ip-address", "2001:db8::1")
-	full := "the rule maps are full (2 rules per family): delete rules, or unload everything and load again with a larger --max-rules"
-	fails(t, p, dir, full, "add", "--ip-address", "10.0.0.3")
-	file := filepath.Join(t.TempDir(), "rules.json")
-	if err := os.WriteFile(file, []byte(`["2001:db8::2", "2001:db8::3", "10.0.0.1"]`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fails(t, p, dir, full+"; nothing was imported", "import", "--file", file)
-	if out := ok(t, p, dir, "list"); out != "10.0.0.1/32\n10.0.0.2/32\n2001:db8::1/128\n" {
-		t.Errorf("list after the failed import:\n%s", out)
-	}
-	send(t, p, oneFrame)
-	checkStats(t, p, dir, expect([]string{"10.0.0.1/32", "10.0.0.2/32", "2001:db8::1/128"}, oneFrame))
-}
