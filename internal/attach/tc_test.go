@@ -17,6 +17,7 @@ import (
 // the kernel has it (a TCX program, or our filter on a clsact qdisc we
 // made), then detaches it and checks that nothing of it is left.
 func TestAttachEgress(t *testing.T) {
+	testnet.RequireRoot(t)
 	f, err := kernel.Probe()
 	if err != nil {
 		t.Fatal(err)
