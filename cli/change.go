@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 
+	"github.com/traffic-meter/traffic_meter/internal/attach"
 	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/internal/savefile"
@@ -93,6 +94,17 @@ var fixes = []func(err error) (fix string, ok bool){
 	},
 	func(err error) (string, bool) {
 		return "delete rules, or unload everything and load again with a larger --max-rules", errors.Is(err, maps.ErrFull)
+	},
+	func(err error) (string, bool) {
+		var e *attach.NoInterfaceError
+		return "check the name with 'ip link'", errors.As(err, &e)
+	},
+	func(err error) (string, bool) {
+		var e *attach.ForeignXDPError
+		if !errors.As(err, &e) {
+			return "", false
+		}
+		return "detach it first with 'ip link set dev " + e.Ifname + " xdp off'", true
 	},
 	func(err error) (string, bool) {
 		var e *maps.OtherVersionError

@@ -1,5 +1,11 @@
 package cli
 
+import (
+	"strings"
+
+	"github.com/traffic-meter/traffic_meter/internal/kernel"
+)
+
 // The detailed help of traffic_meter and its commands, which kong prints
 // after the one-line help of "traffic_meter CMD --help" and "traffic_meter
 // man" renders (see manDoc). Each text is a Go doc comment: paragraphs
@@ -19,18 +25,22 @@ A command that changes the pin directory holds its exclusive lock; readers hold 
 
 // Help is what load --help says after its one-line help.
 func (LoadCmd) Help() string {
-	return `Attaches the program to the interface IF, in the caller's network namespace. The attachment outlives the command: it is pinned in DIR/links/. The first load creates the maps, holding --max-rules rules per address family (no memory is taken until rules are added); later loads on other interfaces share them, so all counts are summed. Loading an interface that is loaded already is nothing to do.
+	return strings.NewReplacer("${linux_xdp_link}", kernel.XDPLink.Version, "${linux_tcx}", kernel.TCX.Version).Replace(loadHelp)
+}
+
+// loadHelp is LoadCmd's Help, with the kernel releases of its fallbacks
+// as ${...} variables.
+const loadHelp = `Attaches the program to the interface IF, in the caller's network namespace. The attachment outlives the command: it is pinned in DIR/links/. The first load creates the maps, holding --max-rules rules per address family (by default a stats table takes memory as rules are added; with --prealloc it is reserved up front); later loads on other interfaces share them, so all counts are summed. Loading an interface that is loaded already is nothing to do.
 
   - --direction: ingress (the default) counts what IF receives, with XDP; egress counts what it sends, with TC; both does both. If one direction of both fails, the other is undone. A router that loads ingress on the interface a frame arrives on and egress on the one it leaves by counts that frame twice: for forwarded traffic, load one direction on every interface, or use two pin directories.
   - --mode: native XDP is tried first, and generic (SKB) mode is the fallback, with a notice; native or generic forces one.
-  - --attach: on kernels without XDP bpf_links (before 5.9) the program is attached through netlink instead, with a notice, and pinned so that traffic_meter still knows where it is loaded; netlink forces that path, link forbids it.
-  - --tc: the egress program is a TCX bpf_link (Linux 6.6, pinned) where the kernel has TCX, else a direct-action cls_bpf filter on a clsact qdisc; clsact forces that path, tcx forbids it. Either way the other programs and filters on the hook still run, and traffic_meter never deletes a qdisc, filter or program that is not its own.
+  - --attach: on kernels without XDP bpf_links (before ${linux_xdp_link}) the program is attached through netlink instead, with a notice, and pinned so that traffic_meter still knows where it is loaded; netlink forces that path, link forbids it.
+  - --tc: the egress program is a TCX bpf_link (Linux ${linux_tcx}, pinned) where the kernel has TCX, else a direct-action cls_bpf filter on a clsact qdisc; clsact forces that path, tcx forbids it. Either way the other programs and filters on the hook still run, and traffic_meter never deletes a qdisc, filter or program that is not its own.
   - --object F: loads the XDP program of section xdp of the BPF ELF file F instead of the built-in one. It must use maps named rules_v4, rules_v6, stats_v4 and stats_v6 of traffic_meter's layout; they are replaced by the pinned maps.
 
 Egress counts what goes on the wire: a GSO packet as its segments, each with its own headers, and a VLAN tag the packet carries out of band (4 bytes a frame). On receive, XDP counts a VLAN tag only if it is in the frame, so a NIC that strips tags gives 4 bytes a frame less.
 
 An interface that carries another XDP program is refused, naming it. A loaded interface that is deleted leaves a stale pin, which the next command that looks at the attachments removes. SIGINT or SIGTERM during load undoes it.`
-}
 
 // Help is what unload --help says after its one-line help.
 func (UnloadCmd) Help() string {
@@ -43,7 +53,7 @@ Like load, it is idempotent: an interface that is not loaded is nothing to do (e
 
 // Help is what status --help says after its one-line help.
 func (StatusCmd) Help() string {
-	return `Shows the pin directory, the rules per address family and the capacity, every attachment, and the kernel fallbacks in use, each with what it costs. An attachment is shown with its interface, its network namespace (by inode, as ls -iL /proc/PID/ns/net shows it), its direction, its hook (xdp or tc), its XDP mode or TC path (tcx or clsact), how it is attached (bpf_link or netlink) and its program id. With nothing loaded it says so and exits 0.`
+	return `Shows the pin directory, the rules per address family and the capacity, the kind of the stats tables (preallocated with --prealloc, or taking memory per rule) and the kernel memory they reserve, every attachment, and the kernel fallbacks in use, each with what it costs. An attachment is shown with its interface, its network namespace (by inode, as ls -iL /proc/PID/ns/net shows it), its direction, its hook (xdp or tc), its XDP mode or TC path (tcx or clsact), how it is attached (bpf_link or netlink) and its program id. With nothing loaded it says so and exits 0.`
 }
 
 // Help is what add --help says after its one-line help.

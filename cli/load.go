@@ -21,7 +21,7 @@ import (
 // Capacity is the flags of the commands that may create the maps.
 type Capacity struct {
 	MaxRules uint32 `name:"max-rules" default:"${default_max_rules}" placeholder:"N" help:"Rules per address family the maps hold, when this command creates them."`
-	Prealloc bool   `name:"prealloc" help:"When this command creates the maps, preallocate the stats tables: a first import of many rules runs several times faster, for kernel memory reserved up front whether rules exist or not, about 90 + 32 x (possible CPUs) bytes per rule of --max-rules and family (290 MiB at the default capacity on 2 CPUs, 4 GiB on 64, 8 GiB on 128). Choose it when many rules are imported often and the memory is to spare; not for a large --max-rules on a machine of many CPUs. See docs/prealloc.md."`
+	Prealloc bool   `name:"prealloc" help:"When this command creates the maps, preallocate the stats tables: a first import of many rules runs several times faster, for kernel memory reserved up front whether rules exist or not, about 90 + 32 x (possible CPUs) bytes per rule of --max-rules and family (291 MiB at the default capacity on 2 CPUs, 4.0 GiB on 64, 7.8 GiB on 128). Choose it when many rules are imported often and the memory is to spare; not for a large --max-rules on a machine of many CPUs. See docs/prealloc.md."`
 }
 
 // capacity is what the flags ask the maps to be created with.
@@ -69,6 +69,11 @@ func (c *Context) spareMaps(cp Capacity) (wait func() *maps.Set) {
 // (see spareMaps). It runs in the change d.
 func (c *Context) withMaps(d *pindir.Dir, cp Capacity, spare *maps.Set, change func(*maps.Set) error) error {
 	set, err := c.openOrCreate(cp, spare)
+	if spare != nil {
+		// The spare maps not taken: their memory goes back now, not when
+		// the command ends.
+		spare.Close()
+	}
 	if err != nil {
 		return err
 	}
@@ -79,7 +84,7 @@ func (c *Context) withMaps(d *pindir.Dir, cp Capacity, spare *maps.Set, change f
 	if err := change(set); err != nil {
 		if set.Created {
 			if _, rmErr := c.removeIfUnused(d); rmErr != nil {
-				return fmt.Errorf("%w; and %w", err, rmErr)
+				return fmt.Errorf("%w; and %w", withFix(err), rmErr)
 			}
 		}
 		return err
@@ -178,8 +183,11 @@ func (l *LoadCmd) Run(c *Context) error {
 			const undone = "nothing was loaded"
 			var done []*attach.Attachment
 			undo := func(err error) error {
+				err = withFix(err)
 				for _, a := range done {
-					attach.Detach(a)
+					if dErr := attach.Detach(a); dErr != nil {
+						err = fmt.Errorf("%w; and undoing it failed: %w", err, dErr)
+					}
 				}
 				return err
 			}

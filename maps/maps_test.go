@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/internal/textfmt"
 )
 
 // TestLayout pins the binary layout of keys and values to the spec:
@@ -179,9 +180,11 @@ func TestMemory(t *testing.T) {
 		{Capacity{MaxRules: 1, Prealloc: true}, 2, 2*(960+16) + 64 + 80 + 2*64},
 		{Capacity{MaxRules: 1025}, 4, 2 * (960 + 16*2048)},
 	} {
-		if got := tt.c.Memory(tt.cpus); got != tt.want {
+		got := tt.c.Memory(tt.cpus)
+		if got != tt.want {
 			t.Errorf("%+v on %d CPUs: %d bytes, want %d", tt.c, tt.cpus, got, tt.want)
 		}
+		t.Logf("%+v on %d CPUs: %s", tt.c, tt.cpus, textfmt.Bytes(got))
 	}
 }
 

@@ -37,7 +37,7 @@ const (
 //     once per possible CPU.
 //
 // It matches the memlock that Linux 6.18 reports to the byte
-// (TestStatsMemoryKernel); other kernels since 6.4 count the same terms,
+// (TestMemoryKernel); other kernels since 6.4 count the same terms,
 // with a struct bpf_htab of their own size (a few hundred bytes apart).
 func statsMemory(keySize, maxEntries uint32, prealloc bool, cpus int) uint64 {
 	n := uint64(maxEntries)

@@ -57,10 +57,10 @@ func (s *Set) Replacements() map[string]*ebpf.Map {
 	return r
 }
 
-// Close releases the maps; the pins stay.
+// Close releases the maps; the pins stay. Closing twice is closing once.
 func (s *Set) Close() error {
 	for _, n := range Names {
-		if m := s.Map(n); m != nil {
+		if m := s.take(n); m != nil {
 			m.Close()
 		}
 	}

@@ -30,7 +30,7 @@ func LookupInterface(name string) (*Interface, error) {
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
-			return nil, fmt.Errorf("no interface %q in this network namespace: check the name with 'ip link'", name)
+			return nil, &NoInterfaceError{Name: name}
 		}
 		return nil, fmt.Errorf("look up interface %q: %w", name, err)
 	}
@@ -124,4 +124,12 @@ func (a *Attachment) Where() string {
 		return a.Ifname
 	}
 	return fmt.Sprintf("%s (network namespace %d)", a.Ifname, a.netns)
+}
+
+// NoInterfaceError is an interface name that the caller's network
+// namespace does not have.
+type NoInterfaceError struct{ Name string }
+
+func (e *NoInterfaceError) Error() string {
+	return fmt.Sprintf("no interface %q in this network namespace", e.Name)
 }

@@ -68,7 +68,7 @@ func (xdp) free(ifc *Interface) error {
 	if ifc.XDPProg == 0 {
 		return nil
 	}
-	return fmt.Errorf("interface %s already carries XDP program %s: detach it first with 'ip link set dev %s xdp off'", ifc.Name, describeProgram(ifc.XDPProg), ifc.Name)
+	return &ForeignXDPError{Ifname: ifc.Name, Program: describeProgram(ifc.XDPProg)}
 }
 
 func (xdp) attach(dir string, ifc *Interface, p Point, prog *ebpf.Program, o Options) (*Attachment, error) {
@@ -194,3 +194,11 @@ func (xdp) check(a *Attachment) (live bool, err error) {
 
 // tidy has nothing to do: an XDP attachment leaves nothing but its pin.
 func (xdp) tidy(*Attachment, string) {}
+
+// ForeignXDPError is an interface that carries an XDP program that is not
+// ours: Program names it.
+type ForeignXDPError struct{ Ifname, Program string }
+
+func (e *ForeignXDPError) Error() string {
+	return fmt.Sprintf("interface %s already carries XDP program %s", e.Ifname, e.Program)
+}
