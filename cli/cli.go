@@ -10,7 +10,11 @@
 // The packages below cli say what went wrong and never what to do about
 // it: they return sentinel errors (maps.ErrNotLoaded, maps.ErrFull, ...)
 // or error types (pindir.NotBPFFSError, kernel.UnsupportedError,
-// savefile.VersionError, ...), wrapping their causes with %w. cli alone
+// attach.NoInterfaceError, maps.OtherVersionError, savefile.VersionError,
+// ...), wrapping their causes with %w. The one exception is the readers
+// of what people type or write (rule's addresses and JSON, savefile's
+// files, watch's sort orders): like any parser's, their errors say what
+// input they want. cli alone
 // gives the fix: the table fixes (explain, withFix) appends it to the
 // errors it knows, and a command adds the fix that only it knows (the
 // flag to change, the command to run) where it returns the error. Every
