@@ -52,8 +52,8 @@ type Features struct {
 	// (prog.TCLen).
 	WireLen, GSOSegs bool
 	// MemlockCharged says that the kernel charges BPF maps to
-	// RLIMIT_MEMLOCK (the feature Memlock is missing), whose limit Probe
-	// lifts.
+	// RLIMIT_MEMLOCK (the feature Memlock is missing) and that Probe
+	// lifted the limit.
 	MemlockCharged bool
 }
 
@@ -136,42 +136,19 @@ func have(err error) (bool, error) {
 }
 
 // liftMemlock lifts RLIMIT_MEMLOCK if the kernel charges BPF maps to it,
-// and says whether the kernel does.
-func liftMemlock() (charged bool, err error) {
-	if charged, err = memlockCharged(); err != nil {
-		return false, err
+// and says whether it did.
+func liftMemlock() (bool, error) {
+	var before, after unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &before); err != nil {
+		return false, fmt.Errorf("read RLIMIT_MEMLOCK: %w", err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return false, fmt.Errorf("this kernel charges BPF maps to RLIMIT_MEMLOCK (before Linux 5.11) and the limit cannot be lifted: %w", err)
 	}
-	return charged, nil
-}
-
-// memlockCharged says whether the kernel charges BPF maps to
-// RLIMIT_MEMLOCK: whether a map can be made under a limit of 0, which the
-// memory cgroup's accounting (Linux 5.11) ignores. It asks the kernel,
-// not the limit, so that a limit lifted already (LimitMEMLOCK=infinity)
-// does not hide the charging.
-func memlockCharged() (bool, error) {
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &old); err != nil {
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &after); err != nil {
 		return false, fmt.Errorf("read RLIMIT_MEMLOCK: %w", err)
 	}
-	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: 0, Max: old.Max}); err != nil {
-		return false, fmt.Errorf("probe RLIMIT_MEMLOCK: %w", err)
-	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	if restoreErr := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &old); restoreErr != nil {
-		return false, fmt.Errorf("restore RLIMIT_MEMLOCK: %w", restoreErr)
-	}
-	switch {
-	case err == nil:
-		m.Close()
-		return false, nil
-	case errors.Is(err, unix.EPERM):
-		return true, nil
-	}
-	return false, fmt.Errorf("probe RLIMIT_MEMLOCK with a map: %w", err)
+	return before != after, nil
 }
 
 // UnsupportedError is a kernel that lacks what traffic_meter cannot run
