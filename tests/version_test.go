@@ -89,7 +89,14 @@ func TestVersion(t *testing.T) {
 		t.Errorf("kernel features %v (probe error %q), want %v", doc.Kernel.Features, doc.Kernel.ProbeError, want)
 	}
 	for k, v := range want {
-		if have, ok := doc.Kernel.Features[k]; !ok || have != v {
+		have, ok := doc.Kernel.Features[k]
+		if ok && k == kernel.Memlock.Name {
+			// The binary inherits this process's RLIMIT_MEMLOCK, which
+			// Probe has lifted already where the kernel charges maps to
+			// it: it finds nothing to lift, so its answer may differ.
+			continue
+		}
+		if !ok || have != v {
 			t.Errorf("kernel feature %s: %v (present %v), the probe says %v", k, have, ok, v)
 		}
 	}
