@@ -167,11 +167,14 @@ func waitForKey(t *testing.T, path string, key maps.Key4) {
 	}
 }
 
-// TestSaveKilled kills save with SIGKILL at 30 points spread evenly over
-// its run on 100,000 rules, and at 10 more while it writes the temporary
-// file: the file is always whole and valid, the previous one untouched or
-// the new one; a successful save leaves no temporary file behind and
-// removes those of the killed ones.
+// TestSaveKilled kills save with SIGKILL at 25 points spread evenly over
+// its run on 100,000 rules, at 10 more while it writes the temporary file
+// and at 5 more just after it renamed it over the old one: the file is
+// always whole and valid, the previous one untouched or the new one; a
+// successful save leaves no temporary file behind and removes those of the
+// killed ones. The last two groups are found by watching the directory, not
+// timed, so a save slower or faster than the first one measured still
+// meets every kind of kill point.
 func TestSaveKilled(t *testing.T) {
 	dir := testnet.PinDir(t)
 	const n = 100_000
@@ -190,22 +193,29 @@ func TestSaveKilled(t *testing.T) {
 	if len(wantRules) != n {
 		t.Fatalf("saved %d rules, want %d", len(wantRules), n)
 	}
-	const spread, writing = 30, 10
+	const spread, writing, renamed = 25, 10, 5
 	var untouched, replaced, midWrite int
-	for i := range spread + writing {
+	for i := range spread + writing + renamed {
 		cmd := save()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		if i < spread {
-			time.Sleep(took * time.Duration(i) / (spread - 5)) // the last ones after the end
-		} else {
+		switch {
+		case i < spread:
+			time.Sleep(took * time.Duration(i) / spread)
+		case i < spread+writing:
 			// Wait for its temporary file.
 			old := temps(t, tmp)
 			testnet.Eventually(time.Minute, func() bool {
 				return slices.ContainsFunc(temps(t, tmp), func(n string) bool { return !slices.Contains(old, n) })
 			})
 			time.Sleep(time.Duration(i-spread) * time.Millisecond)
+		default:
+			// Wait for the rename over the old file.
+			testnet.Eventually(time.Minute, func() bool {
+				st, err := os.Stat(file)
+				return err == nil && !os.SameFile(st, prevSt)
+			})
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -230,7 +240,7 @@ func TestSaveKilled(t *testing.T) {
 		}
 		prev, prevSt = data, st
 	}
-	t.Logf("%d kills, save taking %v: file untouched %d times (%d of them while it wrote), replaced %d times", spread+writing, took, untouched, midWrite, replaced)
+	t.Logf("%d kills, save taking %v: file untouched %d times (%d of them while it wrote), replaced %d times", spread+writing+renamed, took, untouched, midWrite, replaced)
 	if midWrite == 0 || untouched == 0 || replaced == 0 {
 		t.Errorf("the kills did not come before, while and after save wrote the file")
 	}
