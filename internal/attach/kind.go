@@ -95,6 +95,7 @@ type hook interface {
 // points is the hook that serves each attach point.
 var points = map[Point]hook{
 	{XDP, Ingress}: xdp{},
+	{TC, Ingress}:  tc{tcx: ebpf.AttachTCXIngress, parent: netlink.HANDLE_MIN_INGRESS},
 	{TC, Egress}:   tc{tcx: ebpf.AttachTCXEgress, parent: netlink.HANDLE_MIN_EGRESS},
 }
 

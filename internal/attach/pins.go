@@ -190,7 +190,14 @@ func (a *Attachment) pinProgram(prog *ebpf.Program) error {
 		return err
 	}
 	a.ProgID, _ = info.ID()
-	if err := prog.Pin(a.pin); err != nil {
+	// Pin a clone: pinning prog itself would move a pin it already has
+	// (the same program attached in the other direction).
+	c, err := prog.Clone()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Pin(a.pin); err != nil {
 		return fmt.Errorf("pin the program: %w", err)
 	}
 	return nil
