@@ -129,9 +129,9 @@ func (k Kind) Describe() Description {
 // "ingress, native mode, bpf_link" or "egress, TCX bpf_link".
 func (d Description) String() string { return d.Direction + ", " + d.how }
 
-// Short is the direction and the mode, such as "ingress, native" or
-// "egress, tcx".
-func (d Description) Short() string { return d.Direction + ", " + d.Mode }
+// Short is the direction, the hook and the mode, such as "ingress, xdp
+// native" or "ingress, tc tcx".
+func (d Description) Short() string { return d.Direction + ", " + d.Hook + " " + d.Mode }
 
 // has probes the kernel (once per process: kernel.Probe) for ft, which
 // decides an automatic choice of method.
