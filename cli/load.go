@@ -236,9 +236,29 @@ func (l *LoadCmd) Run(c *Context) error {
 			for _, a := range done {
 				fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
 			}
+			c.warnStacked(ifc)
 			return nil
 		})
 	})
+}
+
+// warnStacked warns of every stacking (attach.Stackings) that involves
+// ifc, just loaded.
+func (c *Context) warnStacked(ifc *attach.Interface) {
+	all, err := attach.List(c.Dir)
+	if err != nil {
+		return
+	}
+	stacked, err := attach.Stackings(all)
+	if err != nil {
+		c.Notice("could not check for devices stacked on %s or under it: %v", ifc.Name, err)
+		return
+	}
+	for _, s := range stacked {
+		if s.Upper.Is(ifc) || s.Lower.Is(ifc) {
+			c.Notice("%s", s)
+		}
+	}
 }
 
 // findOrAdopt returns the attachment of the pinned program to ifc in

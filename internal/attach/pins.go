@@ -49,6 +49,9 @@ type Attachment struct {
 	pin   string // path of the pin
 }
 
+// Is reports whether a is an attachment to ifc.
+func (a *Attachment) Is(ifc *Interface) bool { return a.netns == ifc.netns && a.Ifindex == ifc.Index }
+
 // LinksDir returns the directory of the attachment pins in the pin
 // directory dir.
 func LinksDir(dir string) string { return filepath.Join(dir, "links") }
@@ -103,7 +106,7 @@ func Find(dir string, ifc *Interface, d Direction) (*Attachment, error) {
 		return nil, err
 	}
 	for _, a := range all {
-		if a.netns == ifc.netns && a.Ifindex == ifc.Index && a.Direction == d {
+		if a.Is(ifc) && a.Direction == d {
 			return &a, nil
 		}
 	}
