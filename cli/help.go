@@ -14,7 +14,7 @@ import (
 // Help is what traffic_meter --help says after its one-line help, and the
 // man page's description.
 func (CLI) Help() string {
-	return `traffic_meter attaches a program to network interfaces that counts the packets and bytes sent from (out) and to (in) each rule, an IPv4 or IPv6 address or CIDR, the longest matching rule winning, summed over every interface it is loaded on. It counts what an interface receives with XDP, and what it sends with TC. Bytes are whole frames, Ethernet header and VLAN tags included, the figure the interface's byte counters use. The program never changes or drops a frame.
+	return `traffic_meter attaches a program to network interfaces that counts the packets and bytes sent from (out) and to (in) each rule, an IPv4 or IPv6 address or CIDR, the longest matching rule winning, summed over every interface it is loaded on. It counts what an interface receives with native XDP, or with TC where native XDP is not offered or another XDP program sits (load --mode), and what it sends with TC. Bytes are whole frames, Ethernet header and VLAN tags included, the figure the interface's byte counters use. The program never changes or drops a frame.
 
 The rules and counters live in BPF maps pinned in the pin directory (--bpffs-pin, /sys/fs/bpf/traffic_meter by default, root-only), so they outlast the command. Every command needs root (CAP_BPF and CAP_NET_ADMIN) except exporter, version, man and completion. If no BPF filesystem is mounted at /sys/fs/bpf, the commands that create the pin directory mount one.
 
