@@ -53,7 +53,7 @@ Like load, it is idempotent: an interface that is not loaded is nothing to do (e
 
 // Help is what status --help says after its one-line help.
 func (StatusCmd) Help() string {
-	return `Shows the pin directory, the rules per address family and the capacity, the kind of the stats tables (preallocated with --prealloc, or taking memory per rule) and the kernel memory they reserve, every attachment, and the kernel fallbacks in use, each with what it costs. An attachment is shown with its interface, its network namespace (by inode, as ls -iL /proc/PID/ns/net shows it), its direction, its hook (xdp or tc), its XDP mode or TC path (tcx or clsact), how it is attached (bpf_link or netlink) and its program id. With nothing loaded it says so and exits 0.`
+	return `Shows the pin directory, the rules per address family and the capacity, the kind of the stats tables (preallocated with --prealloc, or taking memory per rule) and the kernel memory they reserve, every attachment, and the kernel fallbacks in use, each with what it costs. An attachment is shown with its interface, its network namespace (by inode, as ls -iL /proc/PID/ns/net shows it), its direction, its hook (xdp or tc), its XDP mode or TC path (tcx or clsact), how it is attached (bpf_link or netlink) and its program id. Two attachments in the same direction on devices stacked one on the other (a bridge and its port, a VLAN device and its parent), which count a frame twice, are shown on a line of their own (stacked in --json). With nothing loaded it says so and exits 0.`
 }
 
 // Help is what add --help says after its one-line help.
