@@ -115,7 +115,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	ctx := &Context{Stdout: out, Stderr: stderr, Ctx: sig}
 	parser, err := kong.New(&root,
 		kong.Name("traffic_meter"),
-		kong.Description("Count packets and bytes per IP address or CIDR with XDP."),
+		kong.Description("Count packets and bytes per IP address or CIDR with XDP and TC."),
 		kong.Vars{"default_pin": maps.DefaultPinDir, "default_max_rules": strconv.Itoa(maps.DefaultMaxRules), "default_listen": exporter.DefaultListen},
 		kernelVars(),
 		kong.Writers(out, stderr),

@@ -48,7 +48,7 @@ func (e *ExporterCmd) Run(c *Context) error {
 		out := make([]exporter.Interface, len(all))
 		for i, a := range all {
 			d := a.Describe()
-			out[i] = exporter.Interface{Name: a.Ifname, Direction: d.Direction, Mode: d.Mode}
+			out[i] = exporter.Interface{Name: a.Ifname, Direction: d.Direction, Hook: d.Hook, Mode: d.Mode}
 		}
 		return out, err
 	}

@@ -14,7 +14,7 @@ import (
 // Help is what traffic_meter --help says after its one-line help, and the
 // man page's description.
 func (CLI) Help() string {
-	return `traffic_meter attaches a program to network interfaces that counts the packets and bytes sent from (out) and to (in) each rule, an IPv4 or IPv6 address or CIDR, the longest matching rule winning, summed over every interface it is loaded on. It counts what an interface receives with XDP, and what it sends with TC. Bytes are whole frames, Ethernet header and VLAN tags included, the figure the interface's byte counters use. The program never changes or drops a frame.
+	return `traffic_meter attaches a program to network interfaces that counts the packets and bytes sent from (out) and to (in) each rule, an IPv4 or IPv6 address or CIDR, the longest matching rule winning, summed over every interface it is loaded on. It counts what an interface receives with native XDP, or with TC where native XDP is not offered or another XDP program sits (load --mode), and what it sends with TC. Bytes are whole frames, Ethernet header and VLAN tags included, the figure the interface's byte counters use. The program never changes or drops a frame.
 
 The rules and counters live in BPF maps pinned in the pin directory (--bpffs-pin, /sys/fs/bpf/traffic_meter by default, root-only), so they outlast the command. Every command needs root (CAP_BPF and CAP_NET_ADMIN) except exporter, version, man and completion. If no BPF filesystem is mounted at /sys/fs/bpf, the commands that create the pin directory mount one.
 
@@ -32,15 +32,15 @@ func (LoadCmd) Help() string {
 // as ${...} variables.
 const loadHelp = `Attaches the program to the interface IF, in the caller's network namespace. The attachment outlives the command: it is pinned in DIR/links/. The first load creates the maps, holding --max-rules rules per address family (by default a stats table takes memory as rules are added; with --prealloc it is reserved up front); later loads on other interfaces share them, so all counts are summed. Loading an interface that is loaded already is nothing to do.
 
-  - --direction: ingress (the default) counts what IF receives, with XDP; egress counts what it sends, with TC; both does both. If one direction of both fails, the other is undone. A router that loads ingress on the interface a frame arrives on and egress on the one it leaves by counts that frame twice: for forwarded traffic, load one direction on every interface, or use two pin directories.
-  - --mode: native XDP is tried first, and generic (SKB) mode is the fallback, with a notice; native or generic forces one.
+  - --direction: ingress (the default) counts what IF receives, with XDP or TC (--mode); egress counts what it sends, with TC; both does both. If one direction of both fails, the other is undone. A router that loads ingress on the interface a frame arrives on and egress on the one it leaves by counts that frame twice: for forwarded traffic, load one direction on every interface, or use two pin directories.
+  - --mode: the ingress hook. auto (the default) takes native XDP where the driver offers it and IF carries no other XDP program, else TC ingress, and says which and why in a notice. native XDP runs in the driver, before GRO: exact per frame, and cheapest. tc counts after GRO, each GRO aggregate as the segments it was built from, with their headers: exact as well, on any interface (a bridge, bond, VLAN device, a NIC without native XDP), beside any other program. generic XDP runs after the GRO of the devices below IF (a bridge sees its ports' aggregates, one packet each) and makes the kernel skip GRO on IF, which slows its TCP receive: only when asked. Forcing native or generic where another XDP program sits refuses, naming it; auto counts behind it with TC, which does not see what that program drops or redirects.
   - --attach: on kernels without XDP bpf_links (before ${linux_xdp_link}) the program is attached through netlink instead, with a notice, and pinned so that traffic_meter still knows where it is loaded; netlink forces that path, link forbids it.
-  - --tc: the egress program is a TCX bpf_link (Linux ${linux_tcx}, pinned) where the kernel has TCX, else a direct-action cls_bpf filter on a clsact qdisc; clsact forces that path, tcx forbids it. Either way the other programs and filters on the hook still run, and traffic_meter never deletes a qdisc, filter or program that is not its own.
+  - --tc: a TC program (egress, and ingress with TC) is a TCX bpf_link (Linux ${linux_tcx}, pinned) where the kernel has TCX, else a direct-action cls_bpf filter on a clsact qdisc; clsact forces that path, tcx forbids it. Either way the other programs and filters on the hook still run, and traffic_meter never deletes a qdisc, filter or program that is not its own.
   - --object F: loads the XDP program of section xdp of the BPF ELF file F instead of the built-in one. It must use maps named rules_v4, rules_v6, stats_v4 and stats_v6 of traffic_meter's layout; they are replaced by the pinned maps.
 
 Egress counts what goes on the wire: a GSO packet as its segments, each with its own headers, and a VLAN tag the packet carries out of band (4 bytes a frame). On receive, XDP counts a VLAN tag only if it is in the frame, so a NIC that strips tags gives 4 bytes a frame less.
 
-An interface that carries another XDP program is refused, naming it. A loaded interface that is deleted leaves a stale pin, which the next command that looks at the attachments removes. SIGINT or SIGTERM during load undoes it.`
+Loading a device and a device stacked on it (a bridge and its port, a VLAN device and its parent) in the same direction counts a frame twice: load warns, and status shows it. A loaded interface that is deleted leaves a stale pin, which the next command that looks at the attachments removes. SIGINT or SIGTERM during load undoes it.`
 
 // Help is what unload --help says after its one-line help.
 func (UnloadCmd) Help() string {
@@ -53,7 +53,7 @@ Like load, it is idempotent: an interface that is not loaded is nothing to do (e
 
 // Help is what status --help says after its one-line help.
 func (StatusCmd) Help() string {
-	return `Shows the pin directory, the rules per address family and the capacity, the kind of the stats tables (preallocated with --prealloc, or taking memory per rule) and the kernel memory they reserve, every attachment, and the kernel fallbacks in use, each with what it costs. An attachment is shown with its interface, its network namespace (by inode, as ls -iL /proc/PID/ns/net shows it), its direction, its hook (xdp or tc), its XDP mode or TC path (tcx or clsact), how it is attached (bpf_link or netlink) and its program id. With nothing loaded it says so and exits 0.`
+	return `Shows the pin directory, the rules per address family and the capacity, the kind of the stats tables (preallocated with --prealloc, or taking memory per rule) and the kernel memory they reserve, every attachment, and the kernel fallbacks in use, each with what it costs. An attachment is shown with its interface, its network namespace (by inode, as ls -iL /proc/PID/ns/net shows it), its direction, its hook (xdp or tc), its XDP mode or TC path (tcx or clsact), how it is attached (bpf_link or netlink) and its program id. Two attachments in the same direction on devices stacked one on the other (a bridge and its port, a VLAN device and its parent), which count a frame twice, are shown on a line of their own (stacked in --json). With nothing loaded it says so and exits 0.`
 }
 
 // Help is what add --help says after its one-line help.
@@ -97,7 +97,7 @@ func (ExporterCmd) Help() string {
 
   - traffic_meter_packets_total, traffic_meter_bytes_total: counters of a rule (label rule) in one direction (label direction, in or out).
   - traffic_meter_rules: the rules of an address family (label family, ipv4 or ipv6).
-  - traffic_meter_interface_info: 1 for each attachment (labels interface, direction and mode).
+  - traffic_meter_interface_info: 1 for each attachment (labels interface, direction, hook and mode).
   - traffic_meter_maps_loaded: 1 if the maps exist, 0 if nothing is loaded.
   - traffic_meter_scrape_error: 1 if reading the maps or interfaces failed (see the log on stderr).
   - traffic_meter_scrape_duration_seconds: the time taken to read the maps and build this scrape.

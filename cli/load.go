@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/traffic-meter/traffic_meter/internal/attach"
 	"github.com/traffic-meter/traffic_meter/internal/kernel"
@@ -116,22 +117,33 @@ func (c *Context) interrupted(undone string) error {
 // LoadCmd attaches the program to an interface.
 type LoadCmd struct {
 	Dev       string        `name:"dev" required:"" placeholder:"IF" help:"Interface to count on."`
-	Direction string        `name:"direction" enum:"ingress,egress,both" default:"ingress" help:"Traffic to count: what IF receives (ingress, with XDP), what it sends (egress, with TC) or both."`
+	Direction string        `name:"direction" enum:"ingress,egress,both" default:"ingress" help:"Traffic to count: what IF receives (ingress, with XDP or TC: see --mode), what it sends (egress, with TC) or both."`
 	Object    string        `name:"object" type:"existingfile" placeholder:"F" help:"BPF ELF file whose section 'xdp' is loaded instead of the built-in program, for ingress; it must use the maps rules_v4, rules_v6, stats_v4 and stats_v6."`
-	Mode      attach.Mode   `name:"mode" enum:"auto,native,generic" default:"auto" help:"XDP mode: native (in the driver), generic (any interface) or auto (native, else generic)."`
+	Mode      string        `name:"mode" enum:"auto,native,generic,tc" default:"auto" help:"Ingress hook: native XDP (in the driver, before GRO), generic XDP (any interface, after the GRO of lower devices; the kernel skips GRO on IF), tc (TC ingress, after GRO, each aggregate counted as its segments) or auto (native XDP where the driver offers it and IF carries no other XDP program, else tc)."`
 	Attach    attach.Method `name:"attach" enum:"auto,link,netlink" default:"auto" help:"How to attach XDP: with a pinned bpf_link (Linux ${linux_xdp_link}), through netlink, or auto (link, else netlink)."`
-	TC        attach.TCPath `name:"tc" enum:"auto,tcx,clsact" default:"auto" help:"How to attach to egress: with a pinned TCX bpf_link (Linux ${linux_tcx}), with a cls_bpf filter on a clsact qdisc, or auto (tcx, else clsact)."`
+	TC        attach.TCPath `name:"tc" enum:"auto,tcx,clsact" default:"auto" help:"How to attach TC (egress, and ingress with TC): with a pinned TCX bpf_link (Linux ${linux_tcx}), with a cls_bpf filter on a clsact qdisc, or auto (tcx, else clsact)."`
 	Capacity
 }
 
-// counters are, for each direction, the attach point where load counts it
-// and the program that counts there.
-var counters = map[attach.Direction]struct {
-	at      attach.Point
-	program func(kernel.Features) prog.Hook
-}{
-	attach.Ingress: {attach.Point{Hook: attach.XDP, Direction: attach.Ingress}, prog.XDPHook},
-	attach.Egress:  {attach.Point{Hook: attach.TC, Direction: attach.Egress}, prog.TCHook},
+// counters are, for each attach point, the program that counts there.
+var counters = map[attach.Point]func(kernel.Features) prog.Hook{
+	{Hook: attach.XDP, Direction: attach.Ingress}: prog.XDPHook,
+	{Hook: attach.TC, Direction: attach.Ingress}:  prog.TCIngressHook,
+	{Hook: attach.TC, Direction: attach.Egress}:   prog.TCHook,
+}
+
+// modeTC is the --mode that counts ingress with TC; the others are XDP
+// modes (attach.Mode), and auto.
+const modeTC = "tc"
+
+// point returns the attach point where load counts direction d, and
+// whether it is XDP that auto chooses, to be tried natively before TC.
+func (l *LoadCmd) point(d attach.Direction) (at attach.Point, auto bool) {
+	if d == attach.Egress || l.Mode == modeTC {
+		return attach.Point{Hook: attach.TC, Direction: d}, false
+	}
+	at = attach.Point{Hook: attach.XDP, Direction: d}
+	return at, l.Object == "" && (l.Mode == attach.Auto || l.Mode == "")
 }
 
 // directions returns the directions a --direction flag names.
@@ -150,6 +162,9 @@ func (l *LoadCmd) Run(c *Context) error {
 	if l.Object != "" {
 		if l.Direction != string(attach.Ingress) {
 			return errors.New("--object gives an XDP program, which counts ingress only: load it with --direction ingress")
+		}
+		if l.Mode == modeTC {
+			return errors.New("--object gives an XDP program, and --mode tc counts with TC: give --mode auto, native or generic")
 		}
 		var err error
 		if obj, err = readObject(l.Object); err != nil {
@@ -171,8 +186,12 @@ func (l *LoadCmd) Run(c *Context) error {
 				fmt.Fprintf(c.Stdout, "already loaded on %s (%s): nothing to do\n", a.Ifname, how(a))
 				continue
 			}
-			if err := ifc.CheckFree(counters[d].at); err != nil {
-				return err
+			// Forced XDP refuses an interface that carries another XDP
+			// program; auto counts behind it with TC.
+			if at, auto := l.point(d); !auto {
+				if err := ifc.CheckFree(at); err != nil {
+					return err
+				}
 			}
 			todo = append(todo, d)
 		}
@@ -217,9 +236,29 @@ func (l *LoadCmd) Run(c *Context) error {
 			for _, a := range done {
 				fmt.Fprintf(c.Stdout, "loaded on %s (%s)\n", a.Ifname, how(a))
 			}
+			c.warnStacked(ifc)
 			return nil
 		})
 	})
+}
+
+// warnStacked warns of every stacking (attach.Stackings) that involves
+// ifc, just loaded.
+func (c *Context) warnStacked(ifc *attach.Interface) {
+	all, err := attach.List(c.Dir)
+	if err != nil {
+		return
+	}
+	stacked, err := attach.Stackings(all)
+	if err != nil {
+		c.Notice("could not check for devices stacked on %s or under it: %v", ifc.Name, err)
+		return
+	}
+	for _, s := range stacked {
+		if s.Upper.Is(ifc) || s.Lower.Is(ifc) {
+			c.Notice("%s", s)
+		}
+	}
 }
 
 // findOrAdopt returns the attachment of the pinned program to ifc in
@@ -235,7 +274,39 @@ func findOrAdopt(dir *pindir.Dir, ifc *attach.Interface, d attach.Direction) (*a
 	return attach.Find(dir.Path, ifc, d)
 }
 
+// load attaches the program that counts direction d to ifc. An automatic
+// choice of the ingress hook takes native XDP where the driver offers it
+// and ifc carries no other XDP program, else TC ingress, saying which and
+// why in one notice.
 func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, set *maps.Set, obj *ebpf.CollectionSpec) (*attach.Attachment, error) {
+	o := attach.Options{Mode: attach.Mode(l.Mode), Method: l.Attach, TC: l.TC, Notice: func(s string) { c.Notice("%s", s) }}
+	at, auto := l.point(d)
+	if !auto {
+		return l.attach(c, ifc, at, set, obj, o)
+	}
+	var foreign *attach.ForeignXDPError
+	if err := ifc.CheckFree(at); errors.As(err, &foreign) {
+		c.Notice("%s carries XDP program %s: counting ingress with TC behind it; what it drops or redirects is not counted", ifc.Name, foreign.Program)
+	} else if err != nil {
+		return nil, err
+	} else {
+		o.Mode = attach.Native
+		a, err := l.attach(c, ifc, at, set, obj, o)
+		if err == nil {
+			return a, nil
+		}
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			c.Notice("%s has no native XDP: counting ingress with TC (after GRO, exact)", ifc.Name)
+		} else {
+			c.Notice("native XDP failed on %s (%v): counting ingress with TC (after GRO, exact)", ifc.Name, err)
+		}
+	}
+	return l.attach(c, ifc, attach.Point{Hook: attach.TC, Direction: d}, set, obj, o)
+}
+
+// attach loads the program that counts at at (the program of obj, when not
+// nil) and attaches it to ifc.
+func (l *LoadCmd) attach(c *Context, ifc *attach.Interface, at attach.Point, set *maps.Set, obj *ebpf.CollectionSpec, o attach.Options) (*attach.Attachment, error) {
 	var p *ebpf.Program
 	var err error
 	if obj != nil {
@@ -245,14 +316,13 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, se
 		if f, err = kernel.Probe(); err != nil {
 			return nil, err
 		}
-		p, err = prog.Load(counters[d].program(f), set)
+		p, err = prog.Load(counters[at](f), set)
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer p.Close()
-	o := attach.Options{Mode: l.Mode, Method: l.Attach, TC: l.TC, Notice: func(s string) { c.Notice("%s", s) }}
-	return attach.Attach(c.Dir, ifc, counters[d].at, p, o)
+	return attach.Attach(c.Dir, ifc, at, p, o)
 }
 
 // how describes an attachment for people.

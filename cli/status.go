@@ -27,7 +27,20 @@ type status struct {
 	Capacity    familyCounts       `json:"capacity"`
 	StatsTables statsTables        `json:"stats_tables"`
 	Attachments []attachmentStatus `json:"attachments"`
-	Kernel      kernelStatus       `json:"kernel"`
+	// Stacked are the attachments that count a frame twice, each on a
+	// device stacked on the other's.
+	Stacked []stackedStatus `json:"stacked"`
+	Kernel  kernelStatus    `json:"kernel"`
+}
+
+// stackedStatus is two attachments in the same direction, Upper's device
+// stacked on Lower's (attach.Stacking).
+type stackedStatus struct {
+	Upper     string `json:"upper"`
+	Lower     string `json:"lower"`
+	Netns     uint64 `json:"netns"`
+	Direction string `json:"direction"`
+	warning   string
 }
 
 type familyCounts struct {
@@ -74,7 +87,7 @@ type fallbackStatus struct {
 // how the stats tables take their memory, every attachment, and the
 // kernel fallbacks in use. Nothing loaded is no error: status says so.
 func (s *StatusCmd) Run(c *Context) error {
-	st := status{PinDir: c.Dir, Attachments: []attachmentStatus{}}
+	st := status{PinDir: c.Dir, Attachments: []attachmentStatus{}, Stacked: []stackedStatus{}}
 	var all []attach.Attachment
 	err := c.read(func(set *maps.Set) (err error) {
 		st.Loaded = true
@@ -105,6 +118,14 @@ func (s *StatusCmd) Run(c *Context) error {
 	}
 	for _, a := range all {
 		st.Attachments = append(st.Attachments, statusOf(a))
+	}
+	stacked, err := attach.Stackings(all)
+	if err != nil {
+		return err
+	}
+	for _, s := range stacked {
+		st.Stacked = append(st.Stacked, stackedStatus{Upper: s.Upper.Ifname, Lower: s.Lower.Ifname, Netns: s.Upper.Netns(),
+			Direction: string(s.Upper.Direction), warning: s.String()})
 	}
 	f, err := kernel.Probe()
 	if err != nil {
@@ -165,6 +186,9 @@ func (st *status) write(c *Context) error {
 		if err := t.Write(c.Stdout); err != nil {
 			return err
 		}
+	}
+	for _, s := range st.Stacked {
+		fmt.Fprintf(c.Stdout, "stacked: %s\n", s.warning)
 	}
 	fmt.Fprintf(c.Stdout, "kernel: %s\n", st.Kernel.Release)
 	if len(st.Kernel.Fallbacks) == 0 {

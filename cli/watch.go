@@ -135,7 +135,7 @@ func (c *Context) reader(read func(*maps.Set) ([]maps.RuleStats, error)) func() 
 }
 
 // interfaces lists the attachments for people, each as "name (direction,
-// XDP mode or TC path)".
+// hook and its XDP mode or TC path)".
 func (c *Context) interfaces() ([]string, error) {
 	all, err := attach.List(c.Dir)
 	var out []string

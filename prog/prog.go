@@ -1,7 +1,8 @@
 // Package prog assembles traffic_meter's programs at run time with
-// cilium/ebpf/asm, no compiler, no object file: an XDP program that counts
-// the frames an interface receives and a TC program that counts the frames
-// it sends, both from one parse-and-count body.
+// cilium/ebpf/asm, no compiler, no object file: an XDP program and a TC
+// ingress program that count the frames an interface receives, and a TC
+// egress program that counts the frames it sends, all from one
+// parse-and-count body.
 //
 // For every frame the program parses Ethernet (skipping up to two
 // 802.1Q/802.1AD tags), and for IPv4 and IPv6 looks the source and the
@@ -157,9 +158,170 @@ var TCLen = Hook{
 	},
 }
 
+// TCIngress is the TC hook for what an interface receives, behind GRO: a
+// GRO aggregate counts as the max(gso_segs, 1) segments it was built from,
+// each with its own headers, and a VLAN tag held out of band adds its 4
+// bytes to every segment.
+//
+// __sk_buff.wire_len is not the wire length at ingress: the kernel computes
+// it (qdisc_pkt_len_init, which adds the headers of every GSO segment) only
+// on transmit, in __dev_queue_xmit; at ingress, sch_handle_ingress (net/core/dev.c)
+// sets qdisc_skb_cb(skb)->pkt_len = skb->len before cls_bpf or tcx push the
+// MAC header back, so it is the aggregate's length without its MAC header.
+// This hook counts instead, for an aggregate of n = gso_segs segments,
+//
+//	skb->len + (n-1)*hdrlen + vlan_present*4*n
+//
+// where skb->len is what the program sees (MAC header pushed: the first
+// segment's headers and every segment's payload) and hdrlen the headers of
+// one segment: Ethernet with its in-data VLAN tags, IPv4 with options (GRO
+// never merges IPv4 with options, inet_gro_receive, but an aggregate built
+// elsewhere may carry them) or IPv6 with the extension headers GRO pulls
+// (hop-by-hop, routing, destination options: up to ingressExtHeaders of
+// them), and TCP with options or UDP. The headers are read with
+// bpf_skb_load_bytes only when n > 1, so a plain frame pays nothing more;
+// an aggregate whose headers cannot be read counts its n packets with
+// skb->len bytes.
+var TCIngress = Hook{
+	Name: "tc-ingress", Type: ebpf.SchedCLS, DataOff: uapi.SkbData, DataEndOff: uapi.SkbDataEnd, Verdict: uapi.TCActUnspec,
+	Needs: kernel.SkbWireLen, Fallback: &TCLen,
+	Measure: measureIngress,
+}
+
+// Registers and stack of the ingress measure (TCIngress): R9 is the
+// offset of the header being read, from the start of the frame; the
+// headers are read into a scratch area below the lookup keys.
+const (
+	rHdr              = asm.R9
+	scratch           = -72 // fp-72..fp-63, below the keys (fp-52 and up)
+	ingressExtHeaders = 4   // the IPv6 extension headers an aggregate's hdrlen includes
+)
+
+// measureIngress is TCIngress's Measure.
+func measureIngress(label string) asm.Instructions {
+	l := func(s string) string { return label + "_" + s }
+	// load emits scratch[0:n] = frame[R9+off : R9+off+n], going to
+	// l("hdr") when the skb is shorter.
+	load := func(off, n int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, rCtx),
+			asm.Mov.Reg(asm.R2, rHdr),
+			asm.Add.Imm(asm.R2, off),
+			asm.Mov.Reg(asm.R3, asm.RFP),
+			asm.Add.Imm(asm.R3, scratch),
+			asm.Mov.Imm(asm.R4, n),
+			asm.FnSkbLoadBytes.Call(),
+			asm.JNE.Imm(asm.R0, 0, l("vlan")),
+		}
+	}
+	insns := asm.Instructions{
+		// len = skb->len;
+		asm.LoadMem(rLen, rCtx, uapi.SkbLen, asm.Word).WithSymbol(label),
+		// packets = skb->gso_segs; if (packets > 1) goto gro;
+		asm.LoadMem(rPackets, rCtx, uapi.SkbGSOSegs, asm.Word),
+		asm.JGT.Imm(rPackets, 1, l("gro")),
+		// packets = 1; goto vlan;
+		asm.Mov.Imm(rPackets, 1),
+		asm.Ja.Label(l("vlan")),
+		// off = 12; (the ethertype)
+		asm.Mov.Imm(rHdr, ethType).WithSymbol(l("gro")),
+	}
+	// Up to two VLAN tags in the frame: step past each.
+	for i := 0; i <= 2; i++ {
+		insns = append(insns, load(0, 2)...)
+		// type = *(u16 *)scratch;
+		insns = append(insns, asm.LoadMem(asm.R1, asm.RFP, scratch, asm.Half))
+		if i == 2 {
+			break
+		}
+		tag := fmt.Sprint(l(lVLAN), i)
+		insns = append(insns,
+			// if (type is not a VLAN tag) goto l3;
+			asm.JEq.Imm(asm.R1, eth8021Q, tag),
+			asm.JNE.Imm(asm.R1, eth8021AD, l("l3")),
+			// off += 4;
+			asm.Add.Imm(rHdr, vlanTag).WithSymbol(tag),
+		)
+	}
+	insns = append(insns,
+		// off += 2; (the IP header)
+		asm.Add.Imm(rHdr, 2).WithSymbol(l("l3")),
+		asm.JEq.Imm(asm.R1, ethIPv6, l("ip6")),
+		asm.JNE.Imm(asm.R1, ethIPv4, l("vlan")),
+	)
+	// IPv4: off += ihl*4; proto = ip->protocol;
+	insns = append(insns, load(0, 10)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, scratch, asm.Byte),
+		asm.And.Imm(asm.R1, 0x0f),
+		asm.LSh.Imm(asm.R1, 2),
+		asm.Add.Reg(rHdr, asm.R1),
+		asm.LoadMem(asm.R2, asm.RFP, scratch+9, asm.Byte),
+		asm.Ja.Label(l("l4")),
+	)
+	// IPv6: proto = ip6->nexthdr; off += 40;
+	ip6 := load(0, 8)
+	ip6[0] = ip6[0].WithSymbol(l("ip6"))
+	insns = append(insns, ip6...)
+	insns = append(insns,
+		asm.LoadMem(asm.R2, asm.RFP, scratch+6, asm.Byte),
+		asm.Add.Imm(rHdr, 40),
+	)
+	// The extension headers GRO pulls: hop-by-hop (0), routing (43),
+	// destination options (60); proto = ext->nexthdr;
+	// off += (ext->hdrlen + 1) * 8;
+	for i := 0; i < ingressExtHeaders; i++ {
+		ext := fmt.Sprint(l("ext"), i)
+		insns = append(insns,
+			asm.JEq.Imm(asm.R2, 0, ext),
+			asm.JEq.Imm(asm.R2, unix.IPPROTO_ROUTING, ext),
+			asm.JNE.Imm(asm.R2, unix.IPPROTO_DSTOPTS, l("l4")),
+		)
+		x := load(0, 2)
+		x[0] = x[0].WithSymbol(ext)
+		insns = append(insns, x...)
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.RFP, scratch, asm.Byte),
+			asm.LoadMem(asm.R1, asm.RFP, scratch+1, asm.Byte),
+			asm.Add.Imm(asm.R1, 1),
+			asm.LSh.Imm(asm.R1, 3),
+			asm.Add.Reg(rHdr, asm.R1),
+		)
+	}
+	insns = append(insns,
+		// TCP: off += th->doff*4; UDP: off += 8; else the headers end here.
+		asm.JEq.Imm(asm.R2, unix.IPPROTO_UDP, l("udp")).WithSymbol(l("l4")),
+		asm.JNE.Imm(asm.R2, unix.IPPROTO_TCP, l("add")),
+	)
+	insns = append(insns, load(12, 1)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, scratch, asm.Byte),
+		asm.RSh.Imm(asm.R1, 4),
+		asm.LSh.Imm(asm.R1, 2),
+		asm.Add.Reg(rHdr, asm.R1),
+		asm.Ja.Label(l("add")),
+		asm.Add.Imm(rHdr, 8).WithSymbol(l("udp")),
+		// len += (packets - 1) * off;
+		asm.Mov.Reg(asm.R1, rPackets).WithSymbol(l("add")),
+		asm.Sub.Imm(asm.R1, 1),
+		asm.Mul.Reg(asm.R1, rHdr),
+		asm.Add.Reg(rLen, asm.R1),
+		// len += skb->vlan_present * packets * 4; (vlan_present is 0 or 1)
+		asm.LoadMem(asm.R1, rCtx, uapi.SkbVLANPresent, asm.Word).WithSymbol(l("vlan")),
+		asm.Mul.Reg(asm.R1, rPackets),
+		asm.Mul.Imm(asm.R1, vlanTag),
+		asm.Add.Reg(rLen, asm.R1),
+	)
+	return insns
+}
+
 // TCHook returns the best TC hook for a kernel with features f: the wire
 // hook, else its fallback, the skb->len one.
 func TCHook(f kernel.Features) Hook { return TCEgress.On(f) }
+
+// TCIngressHook returns the best TC ingress hook for a kernel with
+// features f: the GRO-aware hook, else its fallback, the skb->len one.
+func TCIngressHook(f kernel.Features) Hook { return TCIngress.On(f) }
 
 // Spec returns the program spec for a hook. Its map loads refer to the maps
 // by name (package maps), to be resolved when the program is loaded.

@@ -58,12 +58,15 @@ guest_timeout=${GUEST_TIMEOUT:-1500}
 # TestUnprivilegedExporter and TestSecureExporter need promtool, bash,
 # man, systemd-analyze, Prometheus or the repository's files, and so do
 # TestUnits and TestBootScript (systemd-analyze, scripts/systemd). Of the
-# egress tests, TestWire needs ethtool; TestForeignFilter, TestClsactOurs,
-# TestKilledClsactLoad and TestUnloadAllEgress need iproute2's tc (busybox
-# has no clsact); TestEgressVLAN tags frames with a TCX program of its own
+# egress tests, TestWire counts skbs with a TCX program of its own (Linux
+# 6.6); TestForeignFilter, TestClsactOurs, TestKilledClsactLoad and
+# TestUnloadAllEgress need iproute2's tc (busybox has no clsact); TestEgressVLAN tags frames with a TCX program of its own
 # where the kernel has no 8021q module. The egress program and both TC
-# paths still run on every kernel: the prog table, attach's TestAttachEgress,
-# TestEgressUDP, TestDirections and TestVanishedEgress.
+# paths still run on every kernel: the prog table, attach's TestAttachTC,
+# TestEgressUDP, TestDirections and TestVanishedEgress. TC ingress runs
+# everywhere, clsact on 5.10 and 6.1, TCX on 6.12: the guests hold the
+# bridge module and ethtool for TestBridgeIngress and TestTCIngressGRO
+# (GRO on a veth), and TestForeignXDP needs neither.
 # scripts/test.sh runs them all on the host, and the host row here runs
 # the same selection as the guests, from the same binaries.
 guest_skip='^(TestPrometheus|TestPromtoolCheck|TestExporterMemory|TestWatchPipe|TestWatchTerminal|TestCrash|TestSignalRollback|TestAlertRules|TestCompletion|TestManPage|TestSystemdUnit|TestUnprivilegedExporter|TestSecureExporter|TestUnits|TestBootScript|TestWire|TestForeignFilter|TestClsactOurs|TestKilledClsactLoad|TestUnloadAllEgress|TestEgressVLAN)$'
@@ -197,12 +200,12 @@ initramfs() {
 		esac
 		echo "$name.ko" >>"$rootfs/modules/order"
 	}
-	for m in veth sch_ingress cls_bpf; do
+	for m in veth sch_ingress cls_bpf bridge; do
 		add_module "$m"
 	done
 
 	cp /bin/busybox "$rootfs/bin/busybox"
-	copy_with_libs "$rootfs" "$(command -v ip)" "$(command -v nsenter)"
+	copy_with_libs "$rootfs" "$(command -v ip)" "$(command -v nsenter)" "$(command -v ethtool)"
 	cp "$bins"/* "$rootfs/tm/"
 	# The files some tests read beside their package, at the same paths
 	# under /src: the golden listings of prog and the feature table of

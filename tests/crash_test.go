@@ -82,7 +82,8 @@ type crashCase struct {
 // directory with SIGKILL at many points of its run: import (crashRules
 // rules), restore (crashSaved rules with counters), add, del, load and
 // unload (XDP through a bpf_link and through netlink, egress through TCX
-// where the kernel has it and through clsact) and unload --all (with
+// where the kernel has it and through clsact, ingress with TC alone and
+// both ways with TC on one clsact qdisc) and unload --all (with
 // attachments in two other network namespaces), at least 30 times each;
 // the import and the load that creates the maps also over preallocated
 // stats tables (--prealloc).
@@ -161,6 +162,18 @@ func TestCrash(t *testing.T) {
 		{name: "import-prealloc", setup: prealloc, args: func(e *crashEnv) []string { return []string{"import", "--file", e.file} }},
 		{name: "load-prealloc", setup: func(*testing.T, *crashEnv) {},
 			args: func(e *crashEnv) []string { return append([]string{"load", "--dev", e.p.Dev[0]}, crashPrealloc...) }},
+		// Ingress with TC (after the cases above, which keep their kill
+		// points): on its own, and both ways on one clsact qdisc.
+		{name: "load-tc-ingress", setup: func(*testing.T, *crashEnv) {},
+			args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0], "--mode", "tc"} }},
+		{name: "unload-tc-ingress", setup: load(e.p, "--mode", "tc"),
+			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
+		{name: "load-tc-both-clsact", setup: func(*testing.T, *crashEnv) {},
+			args: func(e *crashEnv) []string {
+				return []string{"load", "--dev", e.p.Dev[0], "--direction", "both", "--mode", "tc", "--tc", "clsact"}
+			}},
+		{name: "unload-tc-both-clsact", setup: load(e.p, "--direction", "both", "--mode", "tc", "--tc", "clsact"),
+			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
 	}
 	rng := rand.New(rand.NewPCG(crashSeed, 0))
 	for _, c := range cases {

@@ -261,7 +261,7 @@ func txDropped(t *testing.T, p *testnet.Pair) uint64 {
 // NS[1], in writes of whole segments (so that how the stack cuts the
 // stream into segments depends little on offloads), and returns the bytes
 // sent once the server has read them all and both ends closed.
-func bulk(t *testing.T, p *testnet.Pair, addr netip.Addr, size int) int {
+func bulk(t testing.TB, p *testnet.Pair, addr netip.Addr, size int) int {
 	t.Helper()
 	// A receive buffer larger than the transfer: the receiver's window
 	// never closes, so the sender sends no window probes, whose number

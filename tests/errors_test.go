@@ -54,7 +54,7 @@ func TestErrors(t *testing.T) {
 		{[]string{"unload", "--all", "--direction", "egress"}, `--direction and --all together`},
 		{[]string{"load"}, `missing flags: --dev=IF: see 'traffic_meter --help'`},
 		{[]string{"frobnicate"}, `unexpected argument frobnicate`},
-		{[]string{"load", "--dev", "lo", "--mode", "turbo"}, `--mode must be one of "auto","native","generic" but got "turbo"`},
+		{[]string{"load", "--dev", "lo", "--mode", "turbo"}, `--mode must be one of "auto","native","generic","tc" but got "turbo"`},
 		{[]string{"add", "--ip-address", "10.1.0.0/24", "--max-rules", "0"}, `--max-rules 0 makes maps that hold nothing`},
 	} {
 		fails(t, p, dir, tt.want, tt.args...)

@@ -24,7 +24,7 @@ type result struct {
 
 // tm runs the binary with args in namespace NS[0] of p, or in the test's
 // own namespace when p is nil, with --bpffs-pin dir.
-func tm(t *testing.T, p *testnet.Pair, dir string, args ...string) result {
+func tm(t testing.TB, p *testnet.Pair, dir string, args ...string) result {
 	t.Helper()
 	args = append(args, "--bpffs-pin", dir)
 	var cmd *exec.Cmd
@@ -38,7 +38,7 @@ func tm(t *testing.T, p *testnet.Pair, dir string, args ...string) result {
 
 // runCmd runs cmd, a run of the binary, and fails the test if it could
 // not start or printed a stack trace.
-func runCmd(t *testing.T, cmd *exec.Cmd) result {
+func runCmd(t testing.TB, cmd *exec.Cmd) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -56,7 +56,7 @@ func runCmd(t *testing.T, cmd *exec.Cmd) result {
 
 // ok runs the binary as tm does and fails the test unless it succeeds; it
 // returns stdout.
-func ok(t *testing.T, p *testnet.Pair, dir string, args ...string) string {
+func ok(t testing.TB, p *testnet.Pair, dir string, args ...string) string {
 	t.Helper()
 	r := tm(t, p, dir, args...)
 	if r.code != 0 {
@@ -89,7 +89,7 @@ func checkFailure(t *testing.T, r result, want string, args ...string) {
 // sh runs a program other than the binary in namespace NS[0] of p and
 // fails the test unless it succeeds; it returns what the program printed,
 // stdout and stderr.
-func sh(t *testing.T, p *testnet.Pair, name string, args ...string) string {
+func sh(t testing.TB, p *testnet.Pair, name string, args ...string) string {
 	t.Helper()
 	out, err := p.Command(0, name, args...).CombinedOutput()
 	if err != nil {

@@ -109,8 +109,10 @@ func TestLoadModes(t *testing.T) {
 	}
 }
 
-// TestForeignProgram checks that an interface carrying another XDP program
-// is refused with its name and ID, and nothing is created.
+// TestForeignProgram checks that forcing XDP (native or generic) on an
+// interface carrying another XDP program is refused with its name and ID,
+// and nothing is created. (The default load counts behind it with TC:
+// TestForeignXDP.)
 func TestForeignProgram(t *testing.T) {
 	p := testnet.NewPair(t)
 	dir := testnet.PinDir(t)
@@ -138,7 +140,9 @@ func TestForeignProgram(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := info.ID()
-	fails(t, p, dir, `carries XDP program "other_xdp" (id `+itoa(int(id))+")", "load", "--dev", p.Dev[0])
+	for _, mode := range []string{"native", "generic"} {
+		fails(t, p, dir, `carries XDP program "other_xdp" (id `+itoa(int(id))+")", "load", "--dev", p.Dev[0], "--mode", mode)
+	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the refused load left %s", dir)
 	}

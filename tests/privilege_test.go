@@ -122,10 +122,10 @@ func TestUnprivilegedExporter(t *testing.T) {
 	_, body := get(t, client, url, "", "")
 	m := metricLines(body)
 	want := map[string]string{
-		fmt.Sprintf(`traffic_meter_packets_total{direction="in",rule=%q}`, watchRule):                         strconv.Itoa(n),
-		fmt.Sprintf(`traffic_meter_packets_total{direction="out",rule=%q}`, watchRule):                        "0",
-		fmt.Sprintf(`traffic_meter_bytes_total{direction="in",rule=%q}`, watchRule):                           strconv.Itoa(n * len(watchFrame)),
-		fmt.Sprintf(`traffic_meter_interface_info{direction="ingress",interface=%q,mode="native"}`, p.Dev[0]): "1",
+		fmt.Sprintf(`traffic_meter_packets_total{direction="in",rule=%q}`, watchRule):                                    strconv.Itoa(n),
+		fmt.Sprintf(`traffic_meter_packets_total{direction="out",rule=%q}`, watchRule):                                   "0",
+		fmt.Sprintf(`traffic_meter_bytes_total{direction="in",rule=%q}`, watchRule):                                      strconv.Itoa(n * len(watchFrame)),
+		fmt.Sprintf(`traffic_meter_interface_info{direction="ingress",hook="xdp",interface=%q,mode="native"}`, p.Dev[0]): "1",
 		"traffic_meter_maps_loaded":  "1",
 		"traffic_meter_scrape_error": "0",
 	}

@@ -95,6 +95,7 @@ type hook interface {
 // points is the hook that serves each attach point.
 var points = map[Point]hook{
 	{XDP, Ingress}: xdp{},
+	{TC, Ingress}:  tc{tcx: ebpf.AttachTCXIngress, parent: netlink.HANDLE_MIN_INGRESS},
 	{TC, Egress}:   tc{tcx: ebpf.AttachTCXEgress, parent: netlink.HANDLE_MIN_EGRESS},
 }
 
@@ -128,9 +129,9 @@ func (k Kind) Describe() Description {
 // "ingress, native mode, bpf_link" or "egress, TCX bpf_link".
 func (d Description) String() string { return d.Direction + ", " + d.how }
 
-// Short is the direction and the mode, such as "ingress, native" or
-// "egress, tcx".
-func (d Description) Short() string { return d.Direction + ", " + d.Mode }
+// Short is the direction, the hook and the mode, such as "ingress, xdp
+// native" or "ingress, tc tcx".
+func (d Description) Short() string { return d.Direction + ", " + d.Hook + " " + d.Mode }
 
 // has probes the kernel (once per process: kernel.Probe) for ft, which
 // decides an automatic choice of method.

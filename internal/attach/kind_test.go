@@ -7,12 +7,14 @@ import "testing"
 func TestDescribe(t *testing.T) {
 	type spelling struct{ pin, hook, mode, method, long, short string }
 	want := map[Kind]spelling{
-		{Point{XDP, Ingress}, Link, Native}:     {"link_native", "xdp", "native", "bpf_link", "ingress, native mode, bpf_link", "ingress, native"},
-		{Point{XDP, Ingress}, Link, Generic}:    {"link_generic", "xdp", "generic", "bpf_link", "ingress, generic mode, bpf_link", "ingress, generic"},
-		{Point{XDP, Ingress}, Netlink, Native}:  {"prog_native", "xdp", "native", "netlink", "ingress, native mode, netlink", "ingress, native"},
-		{Point{XDP, Ingress}, Netlink, Generic}: {"prog_generic", "xdp", "generic", "netlink", "ingress, generic mode, netlink", "ingress, generic"},
-		{Point{TC, Egress}, Link, ""}:           {"tcx_egress", "tc", "tcx", "bpf_link", "egress, TCX bpf_link", "egress, tcx"},
-		{Point{TC, Egress}, Netlink, ""}:        {"tc_egress", "tc", "clsact", "netlink", "egress, cls_bpf filter on clsact, netlink", "egress, clsact"},
+		{Point{XDP, Ingress}, Link, Native}:     {"link_native", "xdp", "native", "bpf_link", "ingress, native mode, bpf_link", "ingress, xdp native"},
+		{Point{XDP, Ingress}, Link, Generic}:    {"link_generic", "xdp", "generic", "bpf_link", "ingress, generic mode, bpf_link", "ingress, xdp generic"},
+		{Point{XDP, Ingress}, Netlink, Native}:  {"prog_native", "xdp", "native", "netlink", "ingress, native mode, netlink", "ingress, xdp native"},
+		{Point{XDP, Ingress}, Netlink, Generic}: {"prog_generic", "xdp", "generic", "netlink", "ingress, generic mode, netlink", "ingress, xdp generic"},
+		{Point{TC, Ingress}, Link, ""}:          {"tcx_ingress", "tc", "tcx", "bpf_link", "ingress, TCX bpf_link", "ingress, tc tcx"},
+		{Point{TC, Ingress}, Netlink, ""}:       {"tc_ingress", "tc", "clsact", "netlink", "ingress, cls_bpf filter on clsact, netlink", "ingress, tc clsact"},
+		{Point{TC, Egress}, Link, ""}:           {"tcx_egress", "tc", "tcx", "bpf_link", "egress, TCX bpf_link", "egress, tc tcx"},
+		{Point{TC, Egress}, Netlink, ""}:        {"tc_egress", "tc", "clsact", "netlink", "egress, cls_bpf filter on clsact, netlink", "egress, tc clsact"},
 	}
 	n := 0
 	for p, h := range points {

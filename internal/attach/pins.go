@@ -49,6 +49,9 @@ type Attachment struct {
 	pin   string // path of the pin
 }
 
+// Is reports whether a is an attachment to ifc.
+func (a *Attachment) Is(ifc *Interface) bool { return a.netns == ifc.netns && a.Ifindex == ifc.Index }
+
 // LinksDir returns the directory of the attachment pins in the pin
 // directory dir.
 func LinksDir(dir string) string { return filepath.Join(dir, "links") }
@@ -103,7 +106,7 @@ func Find(dir string, ifc *Interface, d Direction) (*Attachment, error) {
 		return nil, err
 	}
 	for _, a := range all {
-		if a.netns == ifc.netns && a.Ifindex == ifc.Index && a.Direction == d {
+		if a.Is(ifc) && a.Direction == d {
 			return &a, nil
 		}
 	}
@@ -190,7 +193,14 @@ func (a *Attachment) pinProgram(prog *ebpf.Program) error {
 		return err
 	}
 	a.ProgID, _ = info.ID()
-	if err := prog.Pin(a.pin); err != nil {
+	// Pin a clone: pinning prog itself would move a pin it already has
+	// (the same program attached in the other direction).
+	c, err := prog.Clone()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Pin(a.pin); err != nil {
 		return fmt.Errorf("pin the program: %w", err)
 	}
 	return nil

@@ -12,6 +12,8 @@ func TestPinName(t *testing.T) {
 		{Ifname: "my_veth-1", Ifindex: 12, Kind: Kind{Point{XDP, Ingress}, Netlink, Generic}, netns: 2},
 		{Ifname: "eth0", Ifindex: 2, Kind: Kind{Point{TC, Egress}, Link, ""}, netns: 4026531840},
 		{Ifname: "my_veth.7", Ifindex: 12, Kind: Kind{Point{TC, Egress}, Netlink, ""}, netns: 2},
+		{Ifname: "br0", Ifindex: 3, Kind: Kind{Point{TC, Ingress}, Link, ""}, netns: 4026531840},
+		{Ifname: "my_veth.7", Ifindex: 12, Kind: Kind{Point{TC, Ingress}, Netlink, ""}, netns: 2},
 	} {
 		name := a.pinName()
 		got, ok := parsePin(name)
@@ -20,7 +22,7 @@ func TestPinName(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"rules_v4", "link_turbo_1_2_x", "link_native_x_2_y", "prog_native_1_2",
-		"tcx_egress_1_2", "tc_egress_x_2_y", "tcx_ingress_1_2_y", "clsact_1_2"} {
+		"tcx_egress_1_2", "tc_egress_x_2_y", "tcx_sideways_1_2_y", "tc_ingress_1_x_y", "clsact_1_2"} {
 		if _, ok := parsePin(name); ok {
 			t.Errorf("parsePin(%q) accepted it", name)
 		}

@@ -200,7 +200,9 @@ func (h tc) ourFilters(a *Attachment) ([]netlink.Filter, error) {
 }
 
 // tidy deletes the clsact qdisc we created on a's interface if no filter
-// uses it any more, in either direction, and forgets that we created it.
+// uses it any more, in either direction, and forgets that we created it
+// once the qdisc is gone or no filter of ours in the other direction
+// remains to be unloaded.
 // It runs in the interface's network namespace; the marker goes even when
 // that namespace is gone.
 func (tc) tidy(a *Attachment, dir string) {
@@ -211,6 +213,7 @@ func (tc) tidy(a *Attachment, dir string) {
 	if _, err := os.Stat(marker); err != nil {
 		return
 	}
+	deleted := false
 	inNetns(a.netns, func() error {
 		l, err := netlink.LinkByIndex(a.Ifindex)
 		if err != nil {
@@ -219,11 +222,33 @@ func (tc) tidy(a *Attachment, dir string) {
 		in, err1 := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
 		out, err2 := netlink.FilterList(l, netlink.HANDLE_MIN_EGRESS)
 		if err1 == nil && err2 == nil && len(in) == 0 && len(out) == 0 {
-			netlink.QdiscDel(clsact(a.Ifindex))
+			if netlink.QdiscDel(clsact(a.Ifindex)) == nil {
+				deleted = true
+			}
 		}
 		return nil
 	})
-	os.Remove(marker)
+	// Our filter in the other direction still uses the qdisc: the marker
+	// stays for its unload.
+	if deleted || !a.clsactSibling(dir) {
+		os.Remove(marker)
+	}
+}
+
+// clsactSibling reports whether dir holds the pin of our clsact filter in
+// the other direction on a's interface.
+func (a *Attachment) clsactSibling(dir string) bool {
+	for p, h := range points {
+		if p.Hook != TC || p.Direction == a.Direction {
+			continue
+		}
+		k := Kind{Point: p, Method: Netlink}
+		m, _ := filepath.Glob(filepath.Join(LinksDir(dir), fmt.Sprintf("%s_%d_%d_*", h.pinPrefix(k), a.netns, a.Ifindex)))
+		if len(m) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (h tc) detach(a *Attachment) error {

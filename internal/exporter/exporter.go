@@ -39,9 +39,11 @@ const DefaultListen = "127.0.0.1:19864"
 // Interface is an attachment of the program to an interface.
 type Interface struct {
 	Name string
-	// Direction and Mode are those of attach.Description: "ingress" or
-	// "egress", and the XDP mode or the TC path.
+	// Direction, Hook and Mode are those of attach.Description:
+	// "ingress" or "egress", "xdp" or "tc", and the XDP mode or the TC
+	// path.
 	Direction string
+	Hook      string
 	Mode      string
 }
 
@@ -108,9 +110,9 @@ func (e *Exporter) Write(w io.Writer) error {
 	s.family(MapsLoaded, "gauge", "1 if the pinned maps exist, 0 if nothing is loaded.")
 	s.sample(MapsLoaded, boolValue(loaded))
 	if len(ifaces) > 0 {
-		s.family(InterfaceInfo, "gauge", "An interface the program is loaded on, with the direction it counts (ingress with XDP, egress with TC) and its XDP mode or TC path; always 1.")
+		s.family(InterfaceInfo, "gauge", "An interface the program is loaded on, with the direction it counts, the hook that counts it (xdp or tc) and its XDP mode or TC path; always 1.")
 		for _, i := range ifaces {
-			s.sample(InterfaceInfo, 1, "direction", i.Direction, "interface", i.Name, "mode", i.Mode)
+			s.sample(InterfaceInfo, 1, "direction", i.Direction, "hook", i.Hook, "interface", i.Name, "mode", i.Mode)
 		}
 	}
 	s.family(ScrapeError, "gauge", "1 if reading the maps or the interfaces failed in this scrape (see the exporter's log), else 0.")

@@ -108,7 +108,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func TestScrape(t *testing.T) {
 	dir := testnet.PinDir(t)
-	ifaces := []Interface{{"veth0", "ingress", "native"}, {"veth1", "ingress", "generic"}, {"veth0", "egress", "tcx"}}
+	ifaces := []Interface{{"veth0", "ingress", "xdp", "native"}, {"veth1", "ingress", "tc", "clsact"}, {"veth0", "egress", "tc", "tcx"}}
 	h := Handler(New(dir, func() ([]Interface, error) { return ifaces, nil }, quiet()), quiet())
 
 	// Nothing loaded yet: no rule, but everything else.
@@ -120,8 +120,9 @@ func TestScrape(t *testing.T) {
 		"traffic_meter_maps_loaded":          0,
 		`traffic_meter_rules{family="ipv4"}`: 0,
 		`traffic_meter_rules{family="ipv6"}`: 0,
-		`traffic_meter_interface_info{direction="ingress",interface="veth0",mode="native"}`: 1,
-		`traffic_meter_interface_info{direction="egress",interface="veth0",mode="tcx"}`:     1,
+		`traffic_meter_interface_info{direction="ingress",hook="xdp",interface="veth0",mode="native"}`: 1,
+		`traffic_meter_interface_info{direction="ingress",hook="tc",interface="veth1",mode="clsact"}`:  1,
+		`traffic_meter_interface_info{direction="egress",hook="tc",interface="veth0",mode="tcx"}`:      1,
 		"traffic_meter_scrape_error": 0,
 	} {
 		if v, ok := got[k]; !ok || v != want {

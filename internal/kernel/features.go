@@ -79,10 +79,10 @@ var (
 	// SkbWireLen is the __sk_buff fields wire_len (Linux 5.0) and
 	// gso_segs (5.1), which a TC program may read. Both are older than
 	// the oldest kernel traffic_meter runs on, and are probed all the
-	// same.
+	// same. TC ingress needs gso_segs only (prog.TCIngress).
 	SkbWireLen = &Feature{
 		Name: "skb-wire-len", What: "__sk_buff wire_len and gso_segs", Version: "5.1",
-		Fallback: "egress counts a GSO packet as one packet of its own length, without the headers of its other segments",
+		Fallback: "TC counts a GSO packet it sends, or a GRO aggregate it receives, as one packet of its own length, without the headers of its other segments",
 		has:      func(f Features) bool { return f.WireLen && f.GSOSegs },
 		probe: func(f *Features) (err error) {
 			if f.WireLen, err = have(skbField(uapi.SkbWireLen)); err != nil {

@@ -15,7 +15,7 @@ func TestNotices(t *testing.T) {
 		MultiBuffer: "this kernel has no bpf_xdp_get_buff_len (Linux 5.18): multi-buffer (jumbo) frames are counted by their first buffer only",
 		XDPLink:     "this kernel has no XDP bpf_links (Linux 5.9): the program is attached through netlink, where any tool can detach or replace it unseen until the next traffic_meter command",
 		TCX:         "this kernel has no TCX (Linux 6.6): TC programs are attached as cls_bpf filters of a clsact qdisc, which other tc users can remove",
-		SkbWireLen:  "this kernel has no __sk_buff wire_len and gso_segs (Linux 5.1): egress counts a GSO packet as one packet of its own length, without the headers of its other segments",
+		SkbWireLen:  "this kernel has no __sk_buff wire_len and gso_segs (Linux 5.1): TC counts a GSO packet it sends, or a GRO aggregate it receives, as one packet of its own length, without the headers of its other segments",
 		HashBatch:   "this kernel has no batch operations on hash maps (Linux 5.6): stats are read one rule at a time, slower with many rules",
 		LPMBatch:    "this kernel has no batch operations on LPM tries (Linux 5.13): rules are read and written one at a time, slower with many rules",
 	}
