@@ -2,13 +2,21 @@ package maps
 
 import "math/bits"
 
-// Memory returns the bytes of kernel memory that the two stats tables of a
-// set of capacity c reserve when they are created, on a machine with cpus
-// possible CPUs (ebpf.PossibleCPU): every entry of their capacity when
-// they are preallocated, only their hash buckets when they are not (their
-// entries then take memory as rules are added).
+// Memory returns the bytes of kernel memory that the stats tables and the
+// address caches of a set of capacity c reserve when they are created, on
+// a machine with cpus possible CPUs (ebpf.PossibleCPU): the stats tables'
+// every entry of their capacity when they are preallocated, only their
+// hash buckets when they are not (their entries then take memory as rules
+// are added), and the caches' every entry on every CPU (CacheMemory).
 func (c Capacity) Memory(cpus int) uint64 {
-	return statsMemory(key4Size, c.MaxRules, c.Prealloc, cpus) + statsMemory(key6Size, c.MaxRules, c.Prealloc, cpus)
+	return statsMemory(key4Size, c.MaxRules, c.Prealloc, cpus) + statsMemory(key6Size, c.MaxRules, c.Prealloc, cpus) +
+		c.CacheMemory(cpus)
+}
+
+// CacheMemory returns the bytes of kernel memory that the two address
+// caches of a set of capacity c take, on cpus possible CPUs.
+func (c Capacity) CacheMemory(cpus int) uint64 {
+	return cacheMemory(cacheEntry4, c.cacheSize(), cpus) + cacheMemory(cacheEntry6, c.cacheSize(), cpus)
 }
 
 // The kernel's sizes that a per-CPU hash's memory is made of, on 64-bit

@@ -5,8 +5,9 @@
 //
 // For every frame the program parses Ethernet (skipping up to two
 // 802.1Q/802.1AD tags), and for IPv4 and IPv6 looks the source and the
-// destination address up, independently, in the family's LPM rule trie. On a
-// match it reads the rule's prefix length from the trie value, masks the
+// destination address up, independently, in the family's LPM rule trie,
+// through the family's per-CPU address cache (see cache). On a
+// match it has the rule's prefix length, masks the
 // address down to the rule's network address, finds the rule's per-CPU
 // stats entry and adds the frame to it in place: a source match is the
 // rule's out traffic, a destination match its in traffic. Frames it does not
@@ -42,6 +43,7 @@ const (
 	rCtx     = asm.R6 // the program's context
 	rLen     = asm.R7 // the bytes to count, once a rule has matched
 	rPackets = asm.R8 // the packets to count, once a rule has matched
+	rGen     = asm.R9 // the generation of the rules, read once per frame (see cache)
 )
 
 // Hook describes the attach point the body is emitted for.
@@ -57,7 +59,8 @@ type Hook struct {
 	DataOff, DataEndOff int16
 	// Measure emits instructions that leave the bytes to count in R7 and
 	// the packets in R8, the first of them labelled label; labels of its
-	// own start with label. The context is in R6; R1-R5 may be clobbered.
+	// own start with label. The context is in R6 and R9 is kept;
+	// R1-R5 may be clobbered.
 	Measure func(label string) asm.Instructions
 	// Verdict is the return code: the frame always goes on
 	// (uapi.PassVerdict of Type).
@@ -202,6 +205,8 @@ func loadOver(spec *ebpf.ProgramSpec, set *maps.Set) (*ebpf.Program, error) {
 type family struct {
 	name         string // the family's label, and the prefix of its blocks' labels
 	rules, stats string // map names
+	cache        string // map name of the address cache
+	result       int16  // offset of the result in a cache entry
 	minHeader    int16  // bytes of IP header needed to read both addresses
 	src, dst     int16  // address offsets in the IP header
 	words        int    // address length in words
@@ -226,10 +231,21 @@ type family struct {
 //	fp-12                       |  ipv4 src.addr
 //	fp-8   (unused)             |  ipv4 dst.prefixlen
 //	fp-4                        |  ipv4 dst.addr
+//
+// Below them, the address cache's (see cache): the index of an entry, and
+// the pointer to it, kept across the trie's lookup.
+//
+//	fp-64  the cache entry
+//	fp-56  the cache index
+const (
+	cacheIndex = -56
+	cacheEntry = -64
+)
+
 var (
-	ipv4 = family{name: "ip4", rules: maps.RulesV4Name, stats: maps.StatsV4Name,
+	ipv4 = family{name: "ip4", rules: maps.RulesV4Name, stats: maps.StatsV4Name, cache: maps.CacheV4Name, result: maps.CacheResult4,
 		minHeader: 20, src: 12, dst: 16, words: 1, size: asm.Word, srcKey: -16, dstKey: -8}
-	ipv6 = family{name: "ip6", rules: maps.RulesV6Name, stats: maps.StatsV6Name,
+	ipv6 = family{name: "ip6", rules: maps.RulesV6Name, stats: maps.StatsV6Name, cache: maps.CacheV6Name, result: maps.CacheResult6,
 		minHeader: 40, src: 8, dst: 24, words: 2, size: asm.DWord, srcKey: -52, dstKey: -28}
 )
 
@@ -263,6 +279,14 @@ const (
 	sWord    = "_word"
 	sMeasure = "_measure"
 	sAdd     = "_add"
+	// Within a count block, the blocks of the cache (see cache): sMask
+	// masks the address to the rule found, sFill looks a cached address
+	// up in the trie and stores the result, sStore stores it, sTrie looks
+	// the address up in the trie alone.
+	sMask  = "_mask"
+	sFill  = "_fill"
+	sStore = "_store"
+	sTrie  = "_trie"
 )
 
 // Ethernet framing.
@@ -423,6 +447,11 @@ func body(h Hook, f family) asm.Instructions {
 		asm.StoreImm(asm.RFP, f.dstKey, int64(f.bits()), asm.Word),
 	)
 	insns = append(insns, copyAddr(f, f.dstKey, f.dst)...)
+	insns = append(insns,
+		// gen = generation; (once, before any lookup: see cache)
+		asm.LoadMapValue(rGen, 0, maps.GenerationOff).WithReference(maps.GenerationName),
+		asm.LoadMem(rGen, rGen, 0, asm.DWord),
+	)
 
 	src, dstMeasured, dst := f.name+sSrc, f.name+sDstMeasured, f.name+sDst
 	// The source: on a match, measure and count it, then count the
@@ -474,15 +503,131 @@ func countMeasured(f family, label string, key, valueOff int16, noMatch, done st
 	return append(insns, addFrame(f, add, key, valueOff, done)...)
 }
 
-// matchRule looks the host key at fp+key up in the family's rule trie,
-// and jumps to noMatch when no rule holds the address; else the matched
-// rule's prefix length is in R1. Its first instruction is labelled label.
+// matchRule finds the longest rule that holds the host key at fp+key,
+// through the family's address cache (see cache), and jumps to noMatch
+// when no rule holds the address; else the matched rule's prefix length
+// is in R1, and it continues at label_mask, the next instruction (mask).
+// Its first instruction is labelled label.
 func matchRule(f family, label string, key int16, noMatch string) asm.Instructions {
+	insns := cache(f, label, key, noMatch)
+	return append(insns, trie(f, label+sTrie, key, noMatch)...)
+}
+
+// trie looks the host key at fp+key up in the family's rule trie, and
+// jumps to noMatch when no rule holds the address; else the matched rule's
+// prefix length is in R1. Its first instruction is labelled label.
+func trie(f family, label string, key int16, noMatch string) asm.Instructions {
 	return append(lookup(label, f.rules, key),
 		// if (!rule) goto noMatch;
 		asm.JEq.Imm(asm.R0, 0, noMatch),
 		// p = rule->prefixlen;
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+	)
+}
+
+// hashMul is the multiplier of the cache's hash: 2^32 over the golden
+// ratio, as a signed immediate.
+const hashMul = -0x61c88647 // 0x9e3779b9
+
+// cache emits the cache in front of the trie for the host key at fp+key
+// (package maps, CacheV4Name, tells the protocol). While the generation
+// in R9 is odd (a change of the rules in progress, or killed) it jumps
+// to label_trie, the trie alone, which the caller puts next. Else it
+// finds the address's entry in the per-CPU cache, at a hash of the
+// address, and trusts it only if it holds the same generation and the
+// same address: then it has the result without the trie. Else it looks
+// the address up in the trie and stores the result in the entry under
+// the generation read before that lookup. A result is a prefix length, or
+// maps.CacheNoMatch (more than any), which jumps to noMatch. Both ends
+// jump to label_mask with the prefix length in R1. In C:
+//
+//	if (gen & 1) goto trie;
+//	h = addr (IPv6: the xor of its 32-bit quarters) * 0x9e3779b9;
+//	idx = (h ^ h >> 16) & generation.mask;
+//	e = bpf_map_lookup_elem(&cache, &idx); if (!e) goto trie;
+//	if (e->gen != gen || e->addr != addr) goto fill;
+//	p = e->result; if (p > bits) goto noMatch; goto mask;
+//	fill: rule = bpf_map_lookup_elem(&rules, &key);
+//	p = rule ? rule->prefixlen : NO_MATCH;
+//	e->gen = gen; e->addr = addr; e->result = p;
+//	if (p > bits) goto noMatch; goto mask;
+func cache(f family, label string, key int16, noMatch string) asm.Instructions {
+	trieLabel, fill, store, masked := label+sTrie, label+sFill, label+sStore, label+sMask
+	addr := func(w int) int16 { return key + 4 + int16(w*f.size.Sizeof()) }
+	entry := func(w int) int16 { return maps.CacheAddrOff + int16(w*f.size.Sizeof()) }
+	insns := asm.Instructions{
+		// if (gen & 1) goto trie;
+		asm.JSet.Imm(rGen, 1, trieLabel).WithSymbol(label),
+		// h = addr;
+		asm.LoadMem(asm.R1, asm.RFP, addr(0), f.size),
+	}
+	if f.words == 2 {
+		insns = append(insns,
+			// h ^= addr[1]; h ^= h >> 32;
+			asm.LoadMem(asm.R2, asm.RFP, addr(1), f.size),
+			asm.Xor.Reg(asm.R1, asm.R2),
+			asm.Mov.Reg(asm.R2, asm.R1),
+			asm.RSh.Imm(asm.R2, 32),
+			asm.Xor.Reg(asm.R1, asm.R2),
+		)
+	}
+	insns = append(insns,
+		// h *= 0x9e3779b9; h ^= h >> 16; (32 bits)
+		asm.Mul.Imm32(asm.R1, hashMul),
+		asm.Mov.Reg32(asm.R2, asm.R1),
+		asm.RSh.Imm32(asm.R2, 16),
+		asm.Xor.Reg32(asm.R1, asm.R2),
+		// idx = h & generation.mask;
+		asm.LoadMapValue(asm.R2, 0, maps.GenerationOff).WithReference(maps.GenerationName),
+		asm.LoadMem(asm.R2, asm.R2, maps.CacheMaskOff, asm.Word),
+		asm.And.Reg32(asm.R1, asm.R2),
+		asm.StoreMem(asm.RFP, cacheIndex, asm.R1, asm.Word),
+	)
+	insns = append(insns, lookup("", f.cache, cacheIndex)...)
+	insns = append(insns,
+		// if (!e) goto trie; (no index is out of range)
+		asm.JEq.Imm(asm.R0, 0, trieLabel),
+		asm.StoreMem(asm.RFP, cacheEntry, asm.R0, asm.DWord),
+		// if (e->gen != gen) goto fill;
+		asm.LoadMem(asm.R1, asm.R0, maps.CacheGenOff, asm.DWord),
+		asm.JNE.Reg(asm.R1, rGen, fill),
+	)
+	for w := range f.words {
+		insns = append(insns,
+			// if (e->addr[w] != addr[w]) goto fill;
+			asm.LoadMem(asm.R1, asm.R0, entry(w), f.size),
+			asm.LoadMem(asm.R2, asm.RFP, addr(w), f.size),
+			asm.JNE.Reg(asm.R1, asm.R2, fill),
+		)
+	}
+	insns = append(insns,
+		// p = e->result; if (p > bits) goto noMatch; goto mask;
+		asm.LoadMem(asm.R1, asm.R0, f.result, asm.Word),
+		asm.JGT.Imm(asm.R1, f.bits(), noMatch),
+		asm.Ja.Label(masked),
+	)
+	insns = append(insns, lookup(fill, f.rules, key)...)
+	insns = append(insns,
+		// p = rule ? rule->prefixlen : NO_MATCH;
+		asm.LoadMem(asm.R1, asm.RFP, cacheEntry, asm.DWord),
+		asm.Mov.Imm(asm.R2, maps.CacheNoMatch),
+		asm.JEq.Imm(asm.R0, 0, store),
+		asm.LoadMem(asm.R2, asm.R0, 0, asm.Word),
+		// e->gen = gen; e->addr = addr; e->result = p;
+		asm.StoreMem(asm.R1, maps.CacheGenOff, rGen, asm.DWord).WithSymbol(store),
+	)
+	for w := range f.words {
+		insns = append(insns,
+			asm.LoadMem(asm.R3, asm.RFP, addr(w), f.size),
+			asm.StoreMem(asm.R1, entry(w), asm.R3, f.size),
+		)
+	}
+	return append(insns,
+		asm.StoreMem(asm.R1, f.result, asm.R2, asm.Word),
+		// if (p > bits) goto noMatch; goto mask;
+		asm.Mov.Reg(asm.R1, asm.R2),
+		asm.JGT.Imm(asm.R1, f.bits(), noMatch),
+		asm.Ja.Label(masked),
 	)
 }
 
@@ -509,10 +654,14 @@ func addFrame(f family, label string, key, valueOff int16, done string) asm.Inst
 }
 
 // lookup emits R0 = bpf_map_lookup_elem(&m, fp+key), its first
-// instruction labelled label.
+// instruction labelled label (none if label is empty).
 func lookup(label, m string, key int16) asm.Instructions {
+	load := asm.LoadMapPtr(asm.R1, 0).WithReference(m)
+	if label != "" {
+		load = load.WithSymbol(label)
+	}
 	return asm.Instructions{
-		asm.LoadMapPtr(asm.R1, 0).WithReference(m).WithSymbol(label),
+		load,
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, int32(key)),
 		asm.FnMapLookupElem.Call(),
@@ -527,7 +676,7 @@ func lookup(label, m string, key int16) asm.Instructions {
 // p - i*wordbits bits, under the mask ^(^0 >> n) in network byte order. A
 // host rule (p = full length) needs no work at all.
 //
-// Its blocks are labelled label_word1, label_word2, ...; it ends by jumping
+// Its blocks are labelled label_mask, label_word1, label_word2, ...; it ends by jumping
 // to done, which the caller puts on the instruction that follows. In C,
 // for IPv6 (w = 64 bits a word):
 //
@@ -552,6 +701,8 @@ func mask(f family, label string, key int16, done string) asm.Instructions {
 		covers := asm.JGE.Imm(asm.R1, (w+1)*wb, next(w))
 		if w > 0 {
 			covers = covers.WithSymbol(word(w))
+		} else {
+			covers = covers.WithSymbol(label + sMask)
 		}
 		insns = append(insns,
 			covers,

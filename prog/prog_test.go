@@ -37,6 +37,10 @@ func setupOn(t testing.TB, h Hook, c maps.Capacity, rules ...string) (*ebpf.Prog
 			t.Fatal(err)
 		}
 	}
+	// The set is made as in a change: the cache is used once it ends.
+	if err := set.EndChange(); err != nil {
+		t.Fatal(err)
+	}
 	p, err := Load(h, set)
 	if err != nil {
 		t.Fatal(err)
