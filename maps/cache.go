@@ -15,12 +15,13 @@ import (
 // per address, valid only under the generation of the rules it was stored
 // with.
 //
-// A cache is a per-CPU array of CacheSize entries (a power of two), the
-// entry of an address at a hash of it. An entry is {u64 generation;
-// address; u32 result}: the result is the prefix length of the longest
-// rule that holds the address, or CacheNoMatch. The generation map is a
-// one-entry array holding {u64 generation; u32 mask}, mask being the
-// caches' CacheSize - 1.
+// A cache is a per-CPU array of buckets of CacheWays entries each,
+// CacheSize entries in all (a power of two): an address has its place in
+// the bucket at a hash of it, the most recently stored first. An entry is
+// {u64 generation; address; u32 result}: the result is the prefix length
+// of the longest rule that holds the address, or CacheNoMatch. The
+// generation map is a one-entry array holding {u64 generation; u32 mask},
+// mask being the number of buckets - 1.
 //
 // Every change of the rules makes the generation odd before its first
 // step (BeginChange) and even, and greater than any before, after its
@@ -38,9 +39,12 @@ const (
 )
 
 // DefaultCacheSize is the default number of entries of each family's
-// address cache, per CPU: 48 bytes an address (both families), 192 KiB
-// per CPU, 24 MiB on a 128-CPU server.
-const DefaultCacheSize = 4096
+// address cache, per CPU: 48 bytes an address (both families), 384 KiB
+// per CPU, 48 MiB on a 128-CPU server.
+const DefaultCacheSize = 8192
+
+// CacheWays is the number of entries of a bucket of a cache.
+const CacheWays = 4
 
 // CacheNoMatch is the result of a cache entry of an address that no rule
 // holds: more than any prefix length.
@@ -53,8 +57,8 @@ const (
 	CacheAddrOff   = 8
 	CacheResult4   = 12
 	CacheResult6   = 24
-	cacheEntry4    = 16
-	cacheEntry6    = 32
+	CacheEntry4    = 16
+	CacheEntry6    = 32
 	generationSize = 16
 )
 
@@ -74,8 +78,8 @@ func (c Capacity) cacheSize() uint32 {
 
 // CheckCacheSize says what is wrong with a cache size given by people.
 func CheckCacheSize(n uint32) error {
-	if n == 0 || bits.OnesCount32(n) != 1 || n > 1<<24 {
-		return fmt.Errorf("%d is not a power of two from 1 to %d", n, 1<<24)
+	if n < CacheWays || bits.OnesCount32(n) != 1 || n > 1<<24 {
+		return fmt.Errorf("%d is not a power of two from %d to %d", n, CacheWays, 1<<24)
 	}
 	return nil
 }
@@ -84,14 +88,15 @@ func CheckCacheSize(n uint32) error {
 // caches of size entries per CPU. The generation map starts odd: a set is
 // created in a change, and its caches are used once the change has ended.
 func cacheSpecs(size uint32) map[string]*ebpf.MapSpec {
-	cache := func(name string, valueSize uint32) *ebpf.MapSpec {
-		return &ebpf.MapSpec{Name: name, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: valueSize, MaxEntries: size}
+	buckets := max(size/CacheWays, 1)
+	cache := func(name string, entrySize uint32) *ebpf.MapSpec {
+		return &ebpf.MapSpec{Name: name, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: CacheWays * entrySize, MaxEntries: buckets}
 	}
 	return map[string]*ebpf.MapSpec{
-		CacheV4Name: cache(CacheV4Name, cacheEntry4),
-		CacheV6Name: cache(CacheV6Name, cacheEntry6),
+		CacheV4Name: cache(CacheV4Name, CacheEntry4),
+		CacheV6Name: cache(CacheV6Name, CacheEntry6),
 		GenerationName: {Name: GenerationName, Type: ebpf.Array, KeySize: 4, ValueSize: generationSize, MaxEntries: 1,
-			Contents: []ebpf.MapKV{{Key: uint32(0), Value: generation{Generation: 1, Mask: size - 1}}}},
+			Contents: []ebpf.MapKV{{Key: uint32(0), Value: generation{Generation: 1, Mask: buckets - 1}}}},
 	}
 }
 
@@ -159,12 +164,12 @@ func bump(m *ebpf.Map, next func(uint64) uint64) error {
 }
 
 // cacheMemory is the kernel's account of the memory of a family's cache
-// of entries of valueSize bytes (array_map_mem_usage in
-// kernel/bpf/arraymap.c): the map, a pointer per entry, and each entry's
-// value rounded up to 8 bytes once per possible CPU.
-func cacheMemory(valueSize, entries uint32, cpus int) uint64 {
-	n := uint64(entries)
-	return arraySize + n*8 + n*roundUp8(uint64(valueSize))*uint64(cpus)
+// of entries of entrySize bytes (array_map_mem_usage in
+// kernel/bpf/arraymap.c): the map, a pointer per bucket, and each
+// bucket once per possible CPU.
+func cacheMemory(entrySize, entries uint32, cpus int) uint64 {
+	n := uint64(max(entries/CacheWays, 1))
+	return arraySize + n*8 + n*roundUp8(uint64(CacheWays*entrySize))*uint64(cpus)
 }
 
 // arraySize is a struct bpf_array, as the kernel counts it once per map

@@ -20,17 +20,17 @@ func TestCacheMemory(t *testing.T) {
 		cpus int
 		want uint64
 	}{
-		// 2 x 312 + 4096 x 8 x 2 + 4096 x (16 + 32) x CPUs.
-		{Capacity{MaxRules: 1}, 2, 624 + 65_536 + 393_216},
-		{Capacity{MaxRules: 1}, 128, 624 + 65_536 + 25_165_824},
-		{Capacity{MaxRules: 1, CacheSize: 1}, 2, 624 + 16 + 96},
+		// 2 x 312 + 2048 buckets x 8 x 2 + 2048 x 4 x (16 + 32) x CPUs.
+		{Capacity{MaxRules: 1}, 2, 624 + 32_768 + 786_432},
+		{Capacity{MaxRules: 1}, 128, 624 + 32_768 + 50_331_648},
+		{Capacity{MaxRules: 1, CacheSize: 4}, 2, 624 + 16 + 4*48*2},
 	} {
 		if got := tt.c.CacheMemory(tt.cpus); got != tt.want {
 			t.Errorf("%+v on %d CPUs: %d bytes, want %d", tt.c, tt.cpus, got, tt.want)
 		}
 	}
 	testnet.RequireRoot(t)
-	for _, size := range []uint32{1, DefaultCacheSize} {
+	for _, size := range []uint32{CacheWays, DefaultCacheSize} {
 		s, err := Create(Capacity{MaxRules: 1, CacheSize: size})
 		if err != nil {
 			t.Fatal(err)

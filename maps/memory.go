@@ -16,7 +16,7 @@ func (c Capacity) Memory(cpus int) uint64 {
 // CacheMemory returns the bytes of kernel memory that the two address
 // caches of a set of capacity c take, on cpus possible CPUs.
 func (c Capacity) CacheMemory(cpus int) uint64 {
-	return cacheMemory(cacheEntry4, c.cacheSize(), cpus) + cacheMemory(cacheEntry6, c.cacheSize(), cpus)
+	return cacheMemory(CacheEntry4, c.cacheSize(), cpus) + cacheMemory(CacheEntry6, c.cacheSize(), cpus)
 }
 
 // The kernel's sizes that a per-CPU hash's memory is made of, on 64-bit

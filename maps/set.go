@@ -211,7 +211,7 @@ func CheckLayout(dir string) error {
 // created alike).
 func (s *Set) Capacity() Capacity {
 	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0,
-		CacheSize: s.CacheV4.MaxEntries()}
+		CacheSize: s.CacheV4.MaxEntries() * CacheWays}
 }
 
 // take returns the map of the given name and leaves the set without it;

@@ -169,4 +169,3 @@ func rotating(b *testing.B, h Hook, f family, ws int32, body asm.Instructions, s
 	b.Cleanup(func() { p.Close() })
 	return p
 }
-

@@ -21,13 +21,13 @@ type cached struct {
 	result uint32
 }
 
-// cacheOf returns the entries of the family's cache that hold the address
-// a, of every CPU, as the program stored them.
+// cacheOf returns the newest entry of the family's cache that holds the
+// address a, of every CPU that has one, as the program stored it.
 func cacheOf(t *testing.T, set *maps.Set, a netip.Addr) []cached {
 	t.Helper()
-	m, size, result := set.CacheV4, 4, maps.CacheResult4
+	m, size, result, entrySize := set.CacheV4, 4, maps.CacheResult4, maps.CacheEntry4
 	if a.Is6() {
-		m, size, result = set.CacheV6, 16, maps.CacheResult6
+		m, size, result, entrySize = set.CacheV6, 16, maps.CacheResult6, maps.CacheEntry6
 	}
 	want := a.AsSlice()
 	var found []cached
@@ -35,9 +35,15 @@ func cacheOf(t *testing.T, set *maps.Set, a netip.Addr) []cached {
 	var perCPU [][]byte
 	it := m.Iterate()
 	for it.Next(&idx, &perCPU) {
-		for _, v := range perCPU {
-			if string(v[maps.CacheAddrOff:maps.CacheAddrOff+size]) == string(want) {
-				found = append(found, cached{binary.NativeEndian.Uint64(v[maps.CacheGenOff:]), binary.NativeEndian.Uint32(v[result:])})
+		for _, bucket := range perCPU {
+			// The first entry of the address in its bucket: the one
+			// the program reads; the others are older.
+			for way := range maps.CacheWays {
+				v := bucket[way*entrySize:]
+				if string(v[maps.CacheAddrOff:maps.CacheAddrOff+size]) == string(want) {
+					found = append(found, cached{binary.NativeEndian.Uint64(v[maps.CacheGenOff:]), binary.NativeEndian.Uint32(v[result:])})
+					break
+				}
 			}
 		}
 	}
@@ -192,17 +198,24 @@ func TestCache(t *testing.T) {
 	}
 }
 
-// TestCacheSizes runs the program over caches of one entry per CPU, the
-// smallest, where every address evicts the other, and of the default
-// size: the counts are exact either way.
+// TestCacheSizes runs the program over caches of one bucket per CPU, the
+// smallest, where every address evicts another, and of the default size:
+// the counts are exact either way.
 func TestCacheSizes(t *testing.T) {
-	for _, size := range []uint32{1, 2, maps.DefaultCacheSize} {
+	for _, size := range []uint32{maps.CacheWays, maps.DefaultCacheSize} {
 		p, set := setupOn(t, XDPMultiBuffer, maps.Capacity{MaxRules: 100, CacheSize: size}, "10.0.0.0/24", "10.1.0.0/16")
 		f := frame.Frame{Src: ip("10.0.0.1"), Dst: ip("10.1.0.1"), Payload: 10}.Bytes()
 		g := frame.Frame{Src: ip("10.1.0.1"), Dst: ip("10.2.0.1"), Payload: 10}.Bytes()
-		for range 3 {
+		// 10.0.0.1, 10.1.0.1, 10.2.0.1 and 10.3.0.x: more addresses
+		// than a bucket holds.
+		h := func(i int) []byte {
+			return frame.Frame{Src: netip.AddrFrom4([4]byte{10, 3, 0, byte(i)}), Dst: ip("10.2.0.1"), Payload: 10}.Bytes()
+		}
+		for i := range 3 {
 			run(t, XDPMultiBuffer, p, f)
 			run(t, XDPMultiBuffer, p, g)
+			run(t, XDPMultiBuffer, p, h(i))
+			run(t, XDPMultiBuffer, p, h(i+10))
 		}
 		n := uint64(len(f))
 		want := map[string]maps.Stats{

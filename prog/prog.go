@@ -24,6 +24,7 @@ package prog
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -191,10 +192,10 @@ func Load(h Hook, set *maps.Set) (*ebpf.Program, error) {
 }
 
 // loadOver loads a program whose map loads refer to the maps by name over
-// the maps of set.
+// the maps of set; it need not refer to every map.
 func loadOver(spec *ebpf.ProgramSpec, set *maps.Set) (*ebpf.Program, error) {
 	for name, m := range set.Replacements() {
-		if err := spec.Instructions.AssociateMap(name, m); err != nil {
+		if err := spec.Instructions.AssociateMap(name, m); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
 			return nil, err
 		}
 	}
@@ -280,10 +281,12 @@ const (
 	sMeasure = "_measure"
 	sAdd     = "_add"
 	// Within a count block, the blocks of the cache (see cache): sMask
-	// masks the address to the rule found, sFill looks a cached address
-	// up in the trie and stores the result, sStore stores it, sTrie looks
-	// the address up in the trie alone.
+	// masks the address to the rule found, sWay followed by i compares
+	// way i of the bucket (i > 0), sFill looks an address not cached up
+	// in the trie, sStore stores the result, sTrie looks the address up
+	// in the trie alone.
 	sMask  = "_mask"
+	sWay   = "_way"
 	sFill  = "_fill"
 	sStore = "_store"
 	sTrie  = "_trie"
@@ -533,28 +536,36 @@ const hashMul = -0x61c88647 // 0x9e3779b9
 // (package maps, CacheV4Name, tells the protocol). While the generation
 // in R9 is odd (a change of the rules in progress, or killed) it jumps
 // to label_trie, the trie alone, which the caller puts next. Else it
-// finds the address's entry in the per-CPU cache, at a hash of the
-// address, and trusts it only if it holds the same generation and the
-// same address: then it has the result without the trie. Else it looks
-// the address up in the trie and stores the result in the entry under
-// the generation read before that lookup. A result is a prefix length, or
+// finds the address's bucket in the per-CPU cache, at a hash of the
+// address, and trusts an entry of it only if it holds the same address
+// and the same generation: then it has the result without the trie. Else
+// it looks the address up in the trie and stores the result first in the
+// bucket, under the generation read before that lookup, moving the others
+// down a place (the last one goes). A result is a prefix length, or
 // maps.CacheNoMatch (more than any), which jumps to noMatch. Both ends
 // jump to label_mask with the prefix length in R1. In C:
 //
 //	if (gen & 1) goto trie;
 //	h = addr (IPv6: the xor of its 32-bit quarters) * 0x9e3779b9;
 //	idx = (h ^ h >> 16) & generation.mask;
-//	e = bpf_map_lookup_elem(&cache, &idx); if (!e) goto trie;
-//	if (e->gen != gen || e->addr != addr) goto fill;
-//	p = e->result; if (p > bits) goto noMatch; goto mask;
+//	b = bpf_map_lookup_elem(&cache, &idx); if (!b) goto trie;
+//	for (i = 0; i < WAYS; i++) (unrolled)
+//		if (b[i].addr == addr && b[i].gen == gen) {
+//			p = b[i].result; if (p > bits) goto noMatch; goto mask;
+//		}
 //	fill: rule = bpf_map_lookup_elem(&rules, &key);
 //	p = rule ? rule->prefixlen : NO_MATCH;
-//	e->gen = gen; e->addr = addr; e->result = p;
+//	b[WAYS-1] = b[WAYS-2]; ... b[1] = b[0];
+//	b[0] = (entry){gen, addr, p};
 //	if (p > bits) goto noMatch; goto mask;
 func cache(f family, label string, key int16, noMatch string) asm.Instructions {
 	trieLabel, fill, store, masked := label+sTrie, label+sFill, label+sStore, label+sMask
+	entrySize := int16(maps.CacheEntry4)
+	if f.words == 2 {
+		entrySize = maps.CacheEntry6
+	}
 	addr := func(w int) int16 { return key + 4 + int16(w*f.size.Sizeof()) }
-	entry := func(w int) int16 { return maps.CacheAddrOff + int16(w*f.size.Sizeof()) }
+	entry := func(way, w int) int16 { return int16(way)*entrySize + maps.CacheAddrOff + int16(w*f.size.Sizeof()) }
 	insns := asm.Instructions{
 		// if (gen & 1) goto trie;
 		asm.JSet.Imm(rGen, 1, trieLabel).WithSymbol(label),
@@ -585,27 +596,38 @@ func cache(f family, label string, key int16, noMatch string) asm.Instructions {
 	)
 	insns = append(insns, lookup("", f.cache, cacheIndex)...)
 	insns = append(insns,
-		// if (!e) goto trie; (no index is out of range)
+		// if (!b) goto trie; (no index is out of range)
 		asm.JEq.Imm(asm.R0, 0, trieLabel),
 		asm.StoreMem(asm.RFP, cacheEntry, asm.R0, asm.DWord),
-		// if (e->gen != gen) goto fill;
-		asm.LoadMem(asm.R1, asm.R0, maps.CacheGenOff, asm.DWord),
-		asm.JNE.Reg(asm.R1, rGen, fill),
 	)
-	for w := range f.words {
+	for way := range maps.CacheWays {
+		next := fmt.Sprint(label, sWay, way+1)
+		if way == maps.CacheWays-1 {
+			next = fill
+		}
+		first := len(insns)
+		for w := range f.words {
+			insns = append(insns,
+				// if (b[way].addr[w] != addr[w]) goto next;
+				asm.LoadMem(asm.R1, asm.R0, entry(way, w), f.size),
+				asm.LoadMem(asm.R2, asm.RFP, addr(w), f.size),
+				asm.JNE.Reg(asm.R1, asm.R2, next),
+			)
+		}
+		if way > 0 {
+			insns[first] = insns[first].WithSymbol(fmt.Sprint(label, sWay, way))
+		}
+		base := int16(way) * entrySize
 		insns = append(insns,
-			// if (e->addr[w] != addr[w]) goto fill;
-			asm.LoadMem(asm.R1, asm.R0, entry(w), f.size),
-			asm.LoadMem(asm.R2, asm.RFP, addr(w), f.size),
-			asm.JNE.Reg(asm.R1, asm.R2, fill),
+			// if (b[way].gen != gen) goto next;
+			asm.LoadMem(asm.R1, asm.R0, base+maps.CacheGenOff, asm.DWord),
+			asm.JNE.Reg(asm.R1, rGen, next),
+			// p = b[way].result; if (p > bits) goto noMatch; goto mask;
+			asm.LoadMem(asm.R1, asm.R0, base+f.result, asm.Word),
+			asm.JGT.Imm(asm.R1, f.bits(), noMatch),
+			asm.Ja.Label(masked),
 		)
 	}
-	insns = append(insns,
-		// p = e->result; if (p > bits) goto noMatch; goto mask;
-		asm.LoadMem(asm.R1, asm.R0, f.result, asm.Word),
-		asm.JGT.Imm(asm.R1, f.bits(), noMatch),
-		asm.Ja.Label(masked),
-	)
 	insns = append(insns, lookup(fill, f.rules, key)...)
 	insns = append(insns,
 		// p = rule ? rule->prefixlen : NO_MATCH;
@@ -613,13 +635,23 @@ func cache(f family, label string, key int16, noMatch string) asm.Instructions {
 		asm.Mov.Imm(asm.R2, maps.CacheNoMatch),
 		asm.JEq.Imm(asm.R0, 0, store),
 		asm.LoadMem(asm.R2, asm.R0, 0, asm.Word),
-		// e->gen = gen; e->addr = addr; e->result = p;
-		asm.StoreMem(asm.R1, maps.CacheGenOff, rGen, asm.DWord).WithSymbol(store),
 	)
+	// b[way] = b[way-1], from the last way up, a DWord at a time.
+	for way := maps.CacheWays - 1; way > 0; way-- {
+		for off := int16(0); off < entrySize; off += 8 {
+			ins := asm.LoadMem(asm.R3, asm.R1, int16(way-1)*entrySize+off, asm.DWord)
+			if way == maps.CacheWays-1 && off == 0 {
+				ins = ins.WithSymbol(store)
+			}
+			insns = append(insns, ins, asm.StoreMem(asm.R1, int16(way)*entrySize+off, asm.R3, asm.DWord))
+		}
+	}
+	// b[0] = {gen, addr, p};
+	insns = append(insns, asm.StoreMem(asm.R1, maps.CacheGenOff, rGen, asm.DWord))
 	for w := range f.words {
 		insns = append(insns,
 			asm.LoadMem(asm.R3, asm.RFP, addr(w), f.size),
-			asm.StoreMem(asm.R1, entry(w), asm.R3, f.size),
+			asm.StoreMem(asm.R1, entry(0, w), asm.R3, f.size),
 		)
 	}
 	return append(insns,
