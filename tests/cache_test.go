@@ -273,4 +273,3 @@ func generation(t *testing.T, gen *ebpf.Map) uint64 {
 	}
 	return g
 }
-
