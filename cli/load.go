@@ -286,7 +286,7 @@ func readObject(file string) (*ebpf.CollectionSpec, error) {
 		return nil, fmt.Errorf("%s has no XDP program in section 'xdp': %s", file, objectFix)
 	}
 	want := maps.Spec(1)
-	for _, n := range maps.Names {
+	for _, n := range maps.RuleNames {
 		ms, ok := spec.Maps[n]
 		if !ok {
 			return nil, fmt.Errorf("%s has no map %s: %s", file, n, objectFix)

@@ -233,14 +233,18 @@ type family struct {
 //	fp-8   (unused)             |  ipv4 dst.prefixlen
 //	fp-4                        |  ipv4 dst.addr
 //
-// Below them, the address cache's (see cache): the index of an entry, and
-// the pointer to it, kept across the trie's lookup.
+// Below them, the address cache's (see cache): the index of a bucket
+// (and the key 0 of the generation map), the pointer to the bucket, kept
+// across the trie's lookup, and the mask of bucket indexes, read with the
+// generation.
 //
-//	fp-64  the cache entry
-//	fp-56  the cache index
+//	fp-72  the mask
+//	fp-64  the bucket
+//	fp-56  the bucket's index
 const (
 	cacheIndex = -56
 	cacheEntry = -64
+	cacheMask  = -72
 )
 
 var (
@@ -450,13 +454,26 @@ func body(h Hook, f family) asm.Instructions {
 		asm.StoreImm(asm.RFP, f.dstKey, int64(f.bits()), asm.Word),
 	)
 	insns = append(insns, copyAddr(f, f.dstKey, f.dst)...)
+	src, dstMeasured, dst := f.name+sSrc, f.name+sDstMeasured, f.name+sDst
+	// The generation and the mask, once, before any lookup (see cache):
+	// an array's lookup, which the kernel inlines. Without the map's
+	// entry (never), gen = 1: the cache unused.
+	// gen = 1; mask = 0; g = bpf_map_lookup_elem(&generation, &0);
 	insns = append(insns,
-		// gen = generation; (once, before any lookup: see cache)
-		asm.LoadMapValue(rGen, 0, maps.GenerationOff).WithReference(maps.GenerationName),
-		asm.LoadMem(rGen, rGen, 0, asm.DWord),
+		asm.Mov.Imm(rGen, 1),
+		asm.StoreImm(asm.RFP, cacheMask, 0, asm.Word),
+		asm.StoreImm(asm.RFP, cacheIndex, 0, asm.Word),
+	)
+	insns = append(insns, lookup("", maps.GenerationName, cacheIndex)...)
+	insns = append(insns,
+		// if (!g) goto src;
+		asm.JEq.Imm(asm.R0, 0, src),
+		// gen = g->gen; mask = g->mask;
+		asm.LoadMem(rGen, asm.R0, maps.GenerationOff, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R0, maps.CacheMaskOff, asm.Word),
+		asm.StoreMem(asm.RFP, cacheMask, asm.R1, asm.Word),
 	)
 
-	src, dstMeasured, dst := f.name+sSrc, f.name+sDstMeasured, f.name+sDst
 	// The source: on a match, measure and count it, then count the
 	// destination without measuring again; on none, count the
 	// destination measuring it.
@@ -547,7 +564,7 @@ const hashMul = -0x61c88647 // 0x9e3779b9
 //
 //	if (gen & 1) goto trie;
 //	h = addr (IPv6: the xor of its 32-bit quarters) * 0x9e3779b9;
-//	idx = (h ^ h >> 16) & generation.mask;
+//	idx = (h ^ h >> 16) & mask;
 //	b = bpf_map_lookup_elem(&cache, &idx); if (!b) goto trie;
 //	for (i = 0; i < WAYS; i++) (unrolled)
 //		if (b[i].addr == addr && b[i].gen == gen) {
@@ -588,9 +605,8 @@ func cache(f family, label string, key int16, noMatch string) asm.Instructions {
 		asm.Mov.Reg32(asm.R2, asm.R1),
 		asm.RSh.Imm32(asm.R2, 16),
 		asm.Xor.Reg32(asm.R1, asm.R2),
-		// idx = h & generation.mask;
-		asm.LoadMapValue(asm.R2, 0, maps.GenerationOff).WithReference(maps.GenerationName),
-		asm.LoadMem(asm.R2, asm.R2, maps.CacheMaskOff, asm.Word),
+		// idx = h & mask;
+		asm.LoadMem(asm.R2, asm.RFP, cacheMask, asm.Word),
 		asm.And.Reg32(asm.R1, asm.R2),
 		asm.StoreMem(asm.RFP, cacheIndex, asm.R1, asm.Word),
 	)
