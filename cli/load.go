@@ -97,7 +97,7 @@ func (c *Context) withMaps(d *pindir.Dir, cp Capacity, spare *maps.Set, change f
 		created := fmt.Sprintf("created the maps in %s, holding %d rules per address family", c.Dir, set.RulesV4.MaxEntries())
 		if capacity := set.Capacity(); capacity.Prealloc {
 			cpus := ebpf.MustPossibleCPU()
-			created += fmt.Sprintf(", with preallocated stats tables: %s of kernel memory reserved (%d possible CPUs)", textfmt.Bytes(capacity.Memory(cpus)), cpus)
+			created += fmt.Sprintf(", with preallocated stats tables: %s of kernel memory reserved (%d possible CPUs)", textfmt.Bytes(capacity.StatsMemory(cpus)), cpus)
 		}
 		c.Notice("%s", created)
 	}

@@ -105,7 +105,7 @@ func (s *StatusCmd) Run(c *Context) error {
 		}
 		st.Capacity = familyCounts{int(set.RulesV4.MaxEntries()), int(set.RulesV6.MaxEntries())}
 		capacity, cpus := set.Capacity(), ebpf.MustPossibleCPU()
-		st.StatsTables = statsTables{Preallocated: capacity.Prealloc, ReservedBytes: capacity.Memory(cpus), PossibleCPUs: cpus}
+		st.StatsTables = statsTables{Preallocated: capacity.Prealloc, ReservedBytes: capacity.StatsMemory(cpus), PossibleCPUs: cpus}
 		st.Cache = cacheStatus{Entries: capacity.CacheSize, Bytes: capacity.CacheMemory(cpus)}
 		if st.Cache.Generation, err = set.Generation(); err != nil {
 			return err

@@ -186,9 +186,9 @@ func TestMemory(t *testing.T) {
 		{Capacity{MaxRules: 1, Prealloc: true}, 2, 2*(960+16) + 64 + 80 + 2*64},
 		{Capacity{MaxRules: 1025}, 4, 2 * (960 + 16*2048)},
 	} {
-		// The stats tables' part; TestCacheMemory checks the caches'.
-		got := tt.c.Memory(tt.cpus) - tt.c.CacheMemory(tt.cpus)
-		if got != tt.want {
+		// TestCacheMemory checks the caches' part.
+		got := tt.c.StatsMemory(tt.cpus)
+		if got != tt.want || tt.c.Memory(tt.cpus) != got+tt.c.CacheMemory(tt.cpus) {
 			t.Errorf("%+v on %d CPUs: %d bytes, want %d", tt.c, tt.cpus, got, tt.want)
 		}
 		t.Logf("%+v on %d CPUs: %s", tt.c, tt.cpus, textfmt.Bytes(got))
