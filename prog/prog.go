@@ -326,7 +326,8 @@ var (
 // result, testdata/<hook>.golden.
 //
 // Registers: R6 holds the context throughout, R7 and R8 the bytes and
-// packets to count once known. While parsing, R2 points at the frame
+// packets to count once known, R9 the generation of the rules once the
+// addresses are read (see cache). While parsing, R2 points at the frame
 // (moved forward past each VLAN tag, so the IP header is always at
 // R2+14), R3 at its end and R4/R5 are scratch. Map lookups use R1-R5 and
 // return in R0, as helper calls do.
@@ -436,7 +437,8 @@ func ip6Header() asm.Instructions {
 }
 
 // body copies the family's source and destination addresses from the IP
-// header at R2+14 into their lookup keys on the stack, then counts each,
+// header at R2+14 into their lookup keys on the stack, reads the
+// generation of the rules into R9 (see cache), then counts each address,
 // and ends by jumping to lPass.
 //
 // The bytes and packets are measured only once a rule matched, and at most
@@ -454,6 +456,7 @@ func body(h Hook, f family) asm.Instructions {
 		asm.StoreImm(asm.RFP, f.dstKey, int64(f.bits()), asm.Word),
 	)
 	insns = append(insns, copyAddr(f, f.dstKey, f.dst)...)
+
 	src, dstMeasured, dst := f.name+sSrc, f.name+sDstMeasured, f.name+sDst
 	// The generation and the mask, once, before any lookup (see cache):
 	// an array's lookup, which the kernel inlines. Without the map's
