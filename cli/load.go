@@ -22,7 +22,7 @@ import (
 type Capacity struct {
 	MaxRules  uint32 `name:"max-rules" default:"${default_max_rules}" placeholder:"N" help:"Rules per address family the maps hold, when this command creates them."`
 	Prealloc  bool   `name:"prealloc" help:"When this command creates the maps, preallocate the stats tables: a first import of many rules runs several times faster, for kernel memory reserved up front whether rules exist or not, about 90 + 32 x (possible CPUs) bytes per rule of --max-rules and family (291 MiB at the default capacity on 2 CPUs, 4.0 GiB on 64, 7.8 GiB on 128). Choose it when many rules are imported often and the memory is to spare; not for a large --max-rules on a machine of many CPUs. See docs/prealloc.md."`
-	CacheSize uint32 `name:"cache-size" default:"${default_cache_size}" placeholder:"N" help:"Addresses each address family's cache holds per CPU, a power of two, when this command creates the maps: 48 bytes per address, CPU and both families (${default_cache_size}: 192 KiB per CPU, 24 MiB on 128 CPUs)."`
+	CacheSize uint32 `name:"cache-size" default:"${default_cache_size}" placeholder:"N" help:"Addresses whose rule lookup each address family's cache keeps per CPU, a power of two, when this command creates the maps: 48 bytes per address, CPU and both families (${default_cache_size}: 384 KiB per CPU, 48 MiB on 128 CPUs)."`
 }
 
 // capacity is what the flags ask the maps to be created with.
