@@ -107,6 +107,7 @@ func TestCache(t *testing.T) {
 		for _, fam := range families {
 			t.Run(name+"/"+fam.name, func(t *testing.T) {
 				oneCPU(t)
+				h := available(t, h)
 				p, set := setup(t, h, fam.rule)
 				rule, other := netip.MustParsePrefix(fam.rule), netip.MustParsePrefix(fam.other)
 				// The trie alone, behind the cache's back.
@@ -202,20 +203,21 @@ func TestCache(t *testing.T) {
 // smallest, where every address evicts another, and of the default size:
 // the counts are exact either way.
 func TestCacheSizes(t *testing.T) {
+	h := available(t, XDPMultiBuffer)
 	for _, size := range []uint32{maps.CacheWays, maps.DefaultCacheSize} {
-		p, set := setupOn(t, XDPMultiBuffer, maps.Capacity{MaxRules: 100, CacheSize: size}, "10.0.0.0/24", "10.1.0.0/16")
+		p, set := setupOn(t, h, maps.Capacity{MaxRules: 100, CacheSize: size}, "10.0.0.0/24", "10.1.0.0/16")
 		f := frame.Frame{Src: ip("10.0.0.1"), Dst: ip("10.1.0.1"), Payload: 10}.Bytes()
 		g := frame.Frame{Src: ip("10.1.0.1"), Dst: ip("10.2.0.1"), Payload: 10}.Bytes()
 		// 10.0.0.1, 10.1.0.1, 10.2.0.1 and 10.3.0.x: more addresses
 		// than a bucket holds.
-		h := func(i int) []byte {
+		other := func(i int) []byte {
 			return frame.Frame{Src: netip.AddrFrom4([4]byte{10, 3, 0, byte(i)}), Dst: ip("10.2.0.1"), Payload: 10}.Bytes()
 		}
 		for i := range 3 {
-			run(t, XDPMultiBuffer, p, f)
-			run(t, XDPMultiBuffer, p, g)
-			run(t, XDPMultiBuffer, p, h(i))
-			run(t, XDPMultiBuffer, p, h(i+10))
+			run(t, h, p, f)
+			run(t, h, p, g)
+			run(t, h, p, other(i))
+			run(t, h, p, other(i+10))
 		}
 		n := uint64(len(f))
 		want := map[string]maps.Stats{
