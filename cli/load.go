@@ -21,13 +21,14 @@ import (
 
 // Capacity is the flags of the commands that may create the maps.
 type Capacity struct {
-	MaxRules uint32 `name:"max-rules" default:"${default_max_rules}" placeholder:"N" help:"Rules per address family the maps hold, when this command creates them."`
-	Prealloc bool   `name:"prealloc" help:"When this command creates the maps, preallocate the stats tables: a first import of many rules runs several times faster, for kernel memory reserved up front whether rules exist or not, about 90 + 32 x (possible CPUs) bytes per rule of --max-rules and family (291 MiB at the default capacity on 2 CPUs, 4.0 GiB on 64, 7.8 GiB on 128). Choose it when many rules are imported often and the memory is to spare; not for a large --max-rules on a machine of many CPUs. See docs/prealloc.md."`
+	MaxRules  uint32 `name:"max-rules" default:"${default_max_rules}" placeholder:"N" help:"Rules per address family the maps hold, when this command creates them."`
+	Prealloc  bool   `name:"prealloc" help:"When this command creates the maps, preallocate the stats tables: a first import of many rules runs several times faster, for kernel memory reserved up front whether rules exist or not, about 90 + 32 x (possible CPUs) bytes per rule of --max-rules and family (291 MiB at the default capacity on 2 CPUs, 4.0 GiB on 64, 7.8 GiB on 128). Choose it when many rules are imported often and the memory is to spare; not for a large --max-rules on a machine of many CPUs. See docs/prealloc.md."`
+	CacheSize uint32 `name:"cache-size" default:"${default_cache_size}" placeholder:"N" help:"Addresses whose rule lookup each address family's cache keeps per CPU, a power of two, when this command creates the maps: 48 bytes per address, CPU and both families (${default_cache_size}: 384 KiB per CPU, 48 MiB on 128 CPUs)."`
 }
 
 // capacity is what the flags ask the maps to be created with.
 func (cp Capacity) capacity() maps.Capacity {
-	return maps.Capacity{MaxRules: cp.MaxRules, Prealloc: cp.Prealloc}
+	return maps.Capacity{MaxRules: cp.MaxRules, Prealloc: cp.Prealloc, CacheSize: cp.CacheSize}
 }
 
 // openOrCreate opens the maps, creating them when missing (or taking
@@ -35,6 +36,9 @@ func (cp Capacity) capacity() maps.Capacity {
 func (c *Context) openOrCreate(cp Capacity, spare *maps.Set) (*maps.Set, error) {
 	if cp.MaxRules == 0 {
 		return nil, errors.New("--max-rules 0 makes maps that hold nothing: give at least 1")
+	}
+	if err := maps.CheckCacheSize(cp.CacheSize); err != nil {
+		return nil, fmt.Errorf("--cache-size %w", err)
 	}
 	return maps.OpenOrCreate(c.Dir, cp.capacity(), spare)
 }
@@ -94,7 +98,7 @@ func (c *Context) withMaps(d *pindir.Dir, cp Capacity, spare *maps.Set, change f
 		created := fmt.Sprintf("created the maps in %s, holding %d rules per address family", c.Dir, set.RulesV4.MaxEntries())
 		if capacity := set.Capacity(); capacity.Prealloc {
 			cpus := ebpf.MustPossibleCPU()
-			created += fmt.Sprintf(", with preallocated stats tables: %s of kernel memory reserved (%d possible CPUs)", textfmt.Bytes(capacity.Memory(cpus)), cpus)
+			created += fmt.Sprintf(", with preallocated stats tables: %s of kernel memory reserved (%d possible CPUs)", textfmt.Bytes(capacity.StatsMemory(cpus)), cpus)
 		}
 		c.Notice("%s", created)
 	}
@@ -352,7 +356,7 @@ func readObject(file string) (*ebpf.CollectionSpec, error) {
 		return nil, fmt.Errorf("%s has no XDP program in section 'xdp': %s", file, objectFix)
 	}
 	want := maps.Spec(1)
-	for _, n := range maps.Names {
+	for _, n := range maps.RuleNames {
 		ms, ok := spec.Maps[n]
 		if !ok {
 			return nil, fmt.Errorf("%s has no map %s: %s", file, n, objectFix)

@@ -26,6 +26,7 @@ type status struct {
 	Rules       familyCounts       `json:"rules"`
 	Capacity    familyCounts       `json:"capacity"`
 	StatsTables statsTables        `json:"stats_tables"`
+	Cache       cacheStatus        `json:"address_cache"`
 	Attachments []attachmentStatus `json:"attachments"`
 	// Stacked are the attachments that count a frame twice, each on a
 	// device stacked on the other's.
@@ -59,6 +60,26 @@ type statsTables struct {
 	PossibleCPUs  int    `json:"possible_cpus"`
 }
 
+// cacheStatus is the address caches' size and generation.
+type cacheStatus struct {
+	// Entries is the size of each family's cache, per CPU.
+	Entries uint32 `json:"entries_per_cpu"`
+	// Bytes is the kernel memory of both families' caches.
+	Bytes uint64 `json:"bytes"`
+	// Generation is the rules' (maps.CacheV4Name); odd after a change
+	// that was interrupted, until the next change ends.
+	Generation uint64 `json:"generation"`
+}
+
+// String says what the caches hold and take, for people.
+func (cs cacheStatus) String() string {
+	s := fmt.Sprintf("%d addresses per CPU and family, %s", cs.Entries, textfmt.Bytes(cs.Bytes))
+	if cs.Generation%2 == 1 {
+		s += "; bypassed since an interrupted change, until the next change ends"
+	}
+	return s
+}
+
 type attachmentStatus struct {
 	Interface string `json:"interface"`
 	Ifindex   int    `json:"ifindex"`
@@ -84,7 +105,7 @@ type fallbackStatus struct {
 }
 
 // Run prints the pin directory, the rules per family and the capacity,
-// how the stats tables take their memory, every attachment, and the
+// how the stats tables take their memory, the address caches, every attachment, and the
 // kernel fallbacks in use. Nothing loaded is no error: status says so.
 func (s *StatusCmd) Run(c *Context) error {
 	st := status{PinDir: c.Dir, Attachments: []attachmentStatus{}, Stacked: []stackedStatus{}}
@@ -97,7 +118,11 @@ func (s *StatusCmd) Run(c *Context) error {
 		}
 		st.Capacity = familyCounts{int(set.RulesV4.MaxEntries()), int(set.RulesV6.MaxEntries())}
 		capacity, cpus := set.Capacity(), ebpf.MustPossibleCPU()
-		st.StatsTables = statsTables{Preallocated: capacity.Prealloc, ReservedBytes: capacity.Memory(cpus), PossibleCPUs: cpus}
+		st.StatsTables = statsTables{Preallocated: capacity.Prealloc, ReservedBytes: capacity.StatsMemory(cpus), PossibleCPUs: cpus}
+		st.Cache = cacheStatus{Entries: capacity.CacheSize, Bytes: capacity.CacheMemory(cpus)}
+		if st.Cache.Generation, err = set.Generation(); err != nil {
+			return err
+		}
 		rules, err := set.Rules()
 		for _, r := range rules {
 			if r.Addr().Is4() {
@@ -168,6 +193,7 @@ func (st *status) write(c *Context) error {
 	if st.Loaded {
 		fmt.Fprintf(c.Stdout, "rules: %d IPv4 of %d, %d IPv6 of %d\n", st.Rules.IPv4, st.Capacity.IPv4, st.Rules.IPv6, st.Capacity.IPv6)
 		fmt.Fprintf(c.Stdout, "stats tables: %s\n", st.StatsTables)
+		fmt.Fprintf(c.Stdout, "address cache: %s\n", st.Cache)
 	} else {
 		fmt.Fprintf(c.Stdout, "rules: none, no maps (nothing loaded)\n")
 	}

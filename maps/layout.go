@@ -5,4 +5,6 @@ package maps
 // and flags. It goes up with every change that makes maps pinned by one
 // version unreadable by the other; such maps are refused when opened (see
 // checkLayout), and must be unloaded with the version that made them.
-const LayoutVersion = 1
+// Layout 2 added the address caches and the generation (CacheV4Name); a
+// set of layout 1 lacks them (CheckLayout).
+const LayoutVersion = 2

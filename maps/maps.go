@@ -1,6 +1,7 @@
-// Package maps defines traffic_meter's four BPF maps — the rule tries and the
-// per-CPU stats tables of each address family — their key and value types,
-// and the pinned set that every loaded interface shares.
+// Package maps defines traffic_meter's BPF maps — the rule tries, the
+// per-CPU stats tables and the per-CPU address caches of each address
+// family, and the generation of the rules — their key and value types, and
+// the pinned set that every loaded interface shares.
 //
 // The layouts are the contract between the XDP program (package prog) and
 // user space: a rule key is {u32 prefixlen; u8 addr[N]} in both the LPM trie
@@ -41,15 +42,21 @@ type Capacity struct {
 	// rule is added (the default). The tries are never preallocated: the
 	// kernel refuses LPM tries that are.
 	Prealloc bool
+	// CacheSize is how many addresses each family's address cache holds
+	// per CPU, a power of two (CheckCacheSize); 0 is DefaultCacheSize.
+	CacheSize uint32
 }
 
-// Spec returns the specs of the four maps created with this capacity.
+// Spec returns the specs of the maps of a set created with this capacity.
 func (c Capacity) Spec() map[string]*ebpf.MapSpec {
 	specs := Spec(c.MaxRules)
 	if c.Prealloc {
 		for _, n := range []string{StatsV4Name, StatsV6Name} {
 			specs[n].Flags &^= unix.BPF_F_NO_PREALLOC
 		}
+	}
+	for n, spec := range cacheSpecs(c.cacheSize()) {
+		specs[n] = spec
 	}
 	return specs
 }
@@ -125,7 +132,7 @@ const (
 	statsSize = 32
 )
 
-// Spec returns the specs of the four maps, each holding up to maxRules
+// Spec returns the specs of the four maps of the rules (RuleNames), each holding up to maxRules
 // entries. The tries must not be preallocated (the kernel insists), and
 // the stats tables are not either, unless created with Capacity.Prealloc:
 // so an empty set costs almost nothing.
@@ -146,15 +153,25 @@ func Spec(maxRules uint32) map[string]*ebpf.MapSpec {
 	}
 }
 
-// Names lists the map names in a fixed order: IPv4 before IPv6, rules
-// before stats.
-var Names = []string{RulesV4Name, StatsV4Name, RulesV6Name, StatsV6Name}
+// RuleNames lists the names of the maps of the rules in a fixed order: IPv4
+// before IPv6, rules before stats. A program of an ELF object counts with
+// these (the maps it must have).
+var RuleNames = []string{RulesV4Name, StatsV4Name, RulesV6Name, StatsV6Name}
+
+// Names lists the names of every map of a set, in the order they are
+// created and pinned: the generation first, so that a set missing it but
+// not the others is a set of layout 1, made before the caches (see open).
+// They are unpinned in the reverse order.
+var Names = append([]string{GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
 
 // checkLayout reports how a map differs from its spec in type, key size,
 // value size or flags. The capacity may differ, and so may the stats
 // tables' preallocation: both are chosen when the maps are first created.
 func checkLayout(m *ebpf.Map, spec *ebpf.MapSpec) error {
 	var either uint32
+	if spec.Type == ebpf.Array && m.MaxEntries() != spec.MaxEntries {
+		return fmt.Errorf("%d entries, want %d", m.MaxEntries(), spec.MaxEntries)
+	}
 	if spec.Type == ebpf.PerCPUHash {
 		either = unix.BPF_F_NO_PREALLOC
 	}

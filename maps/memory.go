@@ -2,13 +2,25 @@ package maps
 
 import "math/bits"
 
-// Memory returns the bytes of kernel memory that the two stats tables of a
-// set of capacity c reserve when they are created, on a machine with cpus
-// possible CPUs (ebpf.PossibleCPU): every entry of their capacity when
-// they are preallocated, only their hash buckets when they are not (their
-// entries then take memory as rules are added).
-func (c Capacity) Memory(cpus int) uint64 {
+// Memory returns the bytes of kernel memory that a set of capacity c
+// reserves when it is created, on a machine with cpus possible CPUs
+// (ebpf.PossibleCPU): its stats tables' (StatsMemory) and its address
+// caches' (CacheMemory).
+func (c Capacity) Memory(cpus int) uint64 { return c.StatsMemory(cpus) + c.CacheMemory(cpus) }
+
+// StatsMemory returns the bytes of kernel memory that the two stats tables
+// of a set of capacity c reserve when they are created, on cpus possible
+// CPUs: every entry of their capacity when they are preallocated, only
+// their hash buckets when they are not (their entries then take memory as
+// rules are added).
+func (c Capacity) StatsMemory(cpus int) uint64 {
 	return statsMemory(key4Size, c.MaxRules, c.Prealloc, cpus) + statsMemory(key6Size, c.MaxRules, c.Prealloc, cpus)
+}
+
+// CacheMemory returns the bytes of kernel memory that the two address
+// caches of a set of capacity c take, on cpus possible CPUs.
+func (c Capacity) CacheMemory(cpus int) uint64 {
+	return cacheMemory(CacheEntry4, c.cacheSize(), cpus) + cacheMemory(CacheEntry6, c.cacheSize(), cpus)
 }
 
 // The kernel's sizes that a per-CPU hash's memory is made of, on 64-bit

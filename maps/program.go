@@ -6,12 +6,14 @@ import "github.com/cilium/ebpf"
 // collection's maps named as the set's are the set's maps, whatever
 // capacity and flags the collection gives them.
 func (s *Set) LoadProgram(spec *ebpf.CollectionSpec, name string) (*ebpf.Program, error) {
+	replace := map[string]*ebpf.Map{}
 	for n, m := range s.Replacements() {
 		if ms, ok := spec.Maps[n]; ok {
 			ms.MaxEntries, ms.Flags = m.MaxEntries(), m.Flags()
+			replace[n] = m
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: s.Replacements()})
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replace})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -21,8 +22,11 @@ var ErrNotLoaded = errors.New("no traffic_meter maps are pinned")
 type Set struct {
 	// Dir is the pin directory.
 	Dir string
-	// RulesV4, RulesV6, StatsV4 and StatsV6 are the four maps.
+	// RulesV4, RulesV6, StatsV4 and StatsV6 are the maps of the rules.
 	RulesV4, RulesV6, StatsV4, StatsV6 *ebpf.Map
+	// CacheV4, CacheV6 and Gen are the address caches and the
+	// generation (see CacheV4Name).
+	CacheV4, CacheV6, Gen *ebpf.Map
 	// Created is true when this call created and pinned the maps.
 	Created bool
 	// NoOrphans says that every stats entry has its rule: no change was
@@ -43,12 +47,18 @@ func (s *Set) Map(name string) *ebpf.Map {
 		return s.StatsV4
 	case StatsV6Name:
 		return s.StatsV6
+	case CacheV4Name:
+		return s.CacheV4
+	case CacheV6Name:
+		return s.CacheV6
+	case GenerationName:
+		return s.Gen
 	}
 	return nil
 }
 
-// Replacements maps each map name to its map, for loading a program or an
-// ELF collection against the pinned set.
+// Replacements maps each map name to its map, for loading a program
+// against the pinned set.
 func (s *Set) Replacements() map[string]*ebpf.Map {
 	r := make(map[string]*ebpf.Map, len(Names))
 	for _, n := range Names {
@@ -121,7 +131,7 @@ func Create(c Capacity) (*Set, error) {
 // taking them from spare) when c.MaxRules > 0.
 func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, error) {
 	s := &Set{Dir: dir}
-	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc}.Spec()
+	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc, CacheSize: c.CacheSize}.Spec()
 	missing := 0
 	for _, n := range Names {
 		path := filepath.Join(dir, n)
@@ -139,6 +149,11 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, 
 			s.Close()
 			return nil, &OtherVersionError{Path: path, Dir: dir, Diff: err}
 		}
+	}
+	if s.Gen == nil && missing < len(Names) {
+		s.Close()
+		path := filepath.Join(dir, GenerationName)
+		return nil, &OtherVersionError{Path: path, Dir: dir, Diff: errLayout1}
 	}
 	switch {
 	case missing == 0:
@@ -171,11 +186,32 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, 
 	return s, nil
 }
 
+// errLayout1 is the difference of a set of layout 1, made before the
+// address caches: it has no generation map.
+var errLayout1 = errors.New("no generation map: layout 1, without the address cache")
+
+// CheckLayout returns an OtherVersionError when dir holds the maps of a
+// set of layout 1 (see Names), nil otherwise: what a repair checks before
+// it judges a set by the maps pinned.
+func CheckLayout(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, GenerationName)); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	for _, n := range RuleNames {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			return &OtherVersionError{Path: filepath.Join(dir, GenerationName), Dir: dir, Diff: errLayout1}
+		}
+	}
+	return nil
+}
+
 // Capacity returns the capacity the set was created with, read from its
-// maps: the IPv4 rule trie's capacity, and whether the IPv4 stats table
-// is preallocated (the maps of a set are all created alike).
+// maps: the IPv4 rule trie's capacity, whether the IPv4 stats table
+// is preallocated and the IPv4 cache's size (the maps of a set are all
+// created alike).
 func (s *Set) Capacity() Capacity {
-	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0}
+	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0,
+		CacheSize: s.CacheV4.MaxEntries() * CacheWays}
 }
 
 // take returns the map of the given name and leaves the set without it;
@@ -199,10 +235,16 @@ func (s *Set) setMap(name string, m *ebpf.Map) {
 		s.StatsV4 = m
 	case StatsV6Name:
 		s.StatsV6 = m
+	case CacheV4Name:
+		s.CacheV4 = m
+	case CacheV6Name:
+		s.CacheV6 = m
+	case GenerationName:
+		s.Gen = m
 	}
 }
 
-// Pinned reports how many of the four maps are pinned in dir: 0 or 4 but
+// Pinned reports how many of the maps (Names) are pinned in dir: none or all but
 // for the remains of a change that was killed while it created or removed
 // the set.
 func Pinned(dir string) int {
@@ -215,10 +257,11 @@ func Pinned(dir string) int {
 	return n
 }
 
-// Unpin removes the pins of the maps, leaving the pin directory. The caller
+// Unpin removes the pins of the maps, in the reverse order of Names,
+// leaving the pin directory. The caller
 // must hold the pin directory's exclusive lock (package pindir).
 func Unpin(dir string) error {
-	for _, n := range Names {
+	for _, n := range slices.Backward(Names) {
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("unpin %s: %w", n, err)
 		}
@@ -226,7 +269,7 @@ func Unpin(dir string) error {
 	return nil
 }
 
-// IDs returns the kernel's IDs of the four maps, by which a program that
+// IDs returns the kernel's IDs of the maps, by which a program that
 // counts into this set is known.
 func (s *Set) IDs() ([]ebpf.MapID, error) {
 	var ids []ebpf.MapID

@@ -6,8 +6,9 @@
 //
 // For every frame the program parses Ethernet (skipping up to two
 // 802.1Q/802.1AD tags), and for IPv4 and IPv6 looks the source and the
-// destination address up, independently, in the family's LPM rule trie. On a
-// match it reads the rule's prefix length from the trie value, masks the
+// destination address up, independently, in the family's LPM rule trie,
+// through the family's per-CPU address cache (see cache). On a
+// match it has the rule's prefix length, masks the
 // address down to the rule's network address, finds the rule's per-CPU
 // stats entry and adds the frame to it in place: a source match is the
 // rule's out traffic, a destination match its in traffic. Frames it does not
@@ -24,6 +25,7 @@ package prog
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -43,6 +45,7 @@ const (
 	rCtx     = asm.R6 // the program's context
 	rLen     = asm.R7 // the bytes to count, once a rule has matched
 	rPackets = asm.R8 // the packets to count, once a rule has matched
+	rGen     = asm.R9 // the generation of the rules, read once per frame (see cache)
 )
 
 // Hook describes the attach point the body is emitted for.
@@ -58,7 +61,8 @@ type Hook struct {
 	DataOff, DataEndOff int16
 	// Measure emits instructions that leave the bytes to count in R7 and
 	// the packets in R8, the first of them labelled label; labels of its
-	// own start with label. The context is in R6; R1-R5 may be clobbered.
+	// own start with label. The context is in R6 and R9 is kept;
+	// R1-R5 may be clobbered.
 	Measure func(label string) asm.Instructions
 	// Verdict is the return code: the frame always goes on
 	// (uapi.PassVerdict of Type).
@@ -189,11 +193,14 @@ var TCIngress = Hook{
 }
 
 // Registers and stack of the ingress measure (TCIngress): R9 is the
-// offset of the header being read, from the start of the frame; the
-// headers are read into a scratch area below the lookup keys.
+// offset of the header being read, from the start of the frame, while the
+// generation it holds for the body (see cache) waits in a stack slot; the
+// headers are read into a scratch area. Both are below the keys and the
+// cache's slots (fp-72 and up).
 const (
 	rHdr              = asm.R9
-	scratch           = -72 // fp-72..fp-63, below the keys (fp-52 and up)
+	scratch           = -88 // fp-88..fp-79
+	savedGen          = -96 // fp-96..fp-89
 	ingressExtHeaders = 4   // the IPv6 extension headers an aggregate's hdrlen includes
 )
 
@@ -201,7 +208,7 @@ const (
 func measureIngress(label string) asm.Instructions {
 	l := func(s string) string { return label + "_" + s }
 	// load emits scratch[0:n] = frame[R9+off : R9+off+n], going to
-	// l("hdr") when the skb is shorter.
+	// l("gen") when the skb is shorter.
 	load := func(off, n int32) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R1, rCtx),
@@ -211,7 +218,7 @@ func measureIngress(label string) asm.Instructions {
 			asm.Add.Imm(asm.R3, scratch),
 			asm.Mov.Imm(asm.R4, n),
 			asm.FnSkbLoadBytes.Call(),
-			asm.JNE.Imm(asm.R0, 0, l("vlan")),
+			asm.JNE.Imm(asm.R0, 0, l("gen")),
 		}
 	}
 	insns := asm.Instructions{
@@ -223,8 +230,9 @@ func measureIngress(label string) asm.Instructions {
 		// packets = 1; goto vlan;
 		asm.Mov.Imm(rPackets, 1),
 		asm.Ja.Label(l("vlan")),
-		// off = 12; (the ethertype)
-		asm.Mov.Imm(rHdr, ethType).WithSymbol(l("gro")),
+		// saved = generation; off = 12; (the ethertype)
+		asm.StoreMem(asm.RFP, savedGen, rGen, asm.DWord).WithSymbol(l("gro")),
+		asm.Mov.Imm(rHdr, ethType),
 	}
 	// Up to two VLAN tags in the frame: step past each.
 	for i := 0; i <= 2; i++ {
@@ -247,7 +255,7 @@ func measureIngress(label string) asm.Instructions {
 		// off += 2; (the IP header)
 		asm.Add.Imm(rHdr, 2).WithSymbol(l("l3")),
 		asm.JEq.Imm(asm.R1, ethIPv6, l("ip6")),
-		asm.JNE.Imm(asm.R1, ethIPv4, l("vlan")),
+		asm.JNE.Imm(asm.R1, ethIPv4, l("gen")),
 	)
 	// IPv4: off += ihl*4; proto = ip->protocol;
 	insns = append(insns, load(0, 10)...)
@@ -306,6 +314,8 @@ func measureIngress(label string) asm.Instructions {
 		asm.Sub.Imm(asm.R1, 1),
 		asm.Mul.Reg(asm.R1, rHdr),
 		asm.Add.Reg(rLen, asm.R1),
+		// generation = saved;
+		asm.LoadMem(rGen, asm.RFP, savedGen, asm.DWord).WithSymbol(l("gen")),
 		// len += skb->vlan_present * packets * 4; (vlan_present is 0 or 1)
 		asm.LoadMem(asm.R1, rCtx, uapi.SkbVLANPresent, asm.Word).WithSymbol(l("vlan")),
 		asm.Mul.Reg(asm.R1, rPackets),
@@ -350,10 +360,10 @@ func Load(h Hook, set *maps.Set) (*ebpf.Program, error) {
 }
 
 // loadOver loads a program whose map loads refer to the maps by name over
-// the maps of set.
+// the maps of set; it need not refer to every map.
 func loadOver(spec *ebpf.ProgramSpec, set *maps.Set) (*ebpf.Program, error) {
 	for name, m := range set.Replacements() {
-		if err := spec.Instructions.AssociateMap(name, m); err != nil {
+		if err := spec.Instructions.AssociateMap(name, m); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
 			return nil, err
 		}
 	}
@@ -364,6 +374,8 @@ func loadOver(spec *ebpf.ProgramSpec, set *maps.Set) (*ebpf.Program, error) {
 type family struct {
 	name         string // the family's label, and the prefix of its blocks' labels
 	rules, stats string // map names
+	cache        string // map name of the address cache
+	result       int16  // offset of the result in a cache entry
 	minHeader    int16  // bytes of IP header needed to read both addresses
 	src, dst     int16  // address offsets in the IP header
 	words        int    // address length in words
@@ -388,10 +400,25 @@ type family struct {
 //	fp-12                       |  ipv4 src.addr
 //	fp-8   (unused)             |  ipv4 dst.prefixlen
 //	fp-4                        |  ipv4 dst.addr
+//
+// Below them, the address cache's (see cache): the index of a bucket
+// (and the key 0 of the generation map), the pointer to the bucket, kept
+// across the trie's lookup, and the mask of bucket indexes, read with the
+// generation.
+//
+//	fp-72  the mask
+//	fp-64  the bucket
+//	fp-56  the bucket's index
+const (
+	cacheIndex = -56
+	cacheEntry = -64
+	cacheMask  = -72
+)
+
 var (
-	ipv4 = family{name: "ip4", rules: maps.RulesV4Name, stats: maps.StatsV4Name,
+	ipv4 = family{name: "ip4", rules: maps.RulesV4Name, stats: maps.StatsV4Name, cache: maps.CacheV4Name, result: maps.CacheResult4,
 		minHeader: 20, src: 12, dst: 16, words: 1, size: asm.Word, srcKey: -16, dstKey: -8}
-	ipv6 = family{name: "ip6", rules: maps.RulesV6Name, stats: maps.StatsV6Name,
+	ipv6 = family{name: "ip6", rules: maps.RulesV6Name, stats: maps.StatsV6Name, cache: maps.CacheV6Name, result: maps.CacheResult6,
 		minHeader: 40, src: 8, dst: 24, words: 2, size: asm.DWord, srcKey: -52, dstKey: -28}
 )
 
@@ -425,6 +452,16 @@ const (
 	sWord    = "_word"
 	sMeasure = "_measure"
 	sAdd     = "_add"
+	// Within a count block, the blocks of the cache (see cache): sMask
+	// masks the address to the rule found, sWay followed by i compares
+	// way i of the bucket (i > 0), sFill looks an address not cached up
+	// in the trie, sStore stores the result, sTrie looks the address up
+	// in the trie alone.
+	sMask  = "_mask"
+	sWay   = "_way"
+	sFill  = "_fill"
+	sStore = "_store"
+	sTrie  = "_trie"
 )
 
 // Ethernet framing.
@@ -457,7 +494,8 @@ var (
 // result, testdata/<hook>.golden.
 //
 // Registers: R6 holds the context throughout, R7 and R8 the bytes and
-// packets to count once known. While parsing, R2 points at the frame
+// packets to count once known, R9 the generation of the rules once the
+// addresses are read (see cache). While parsing, R2 points at the frame
 // (moved forward past each VLAN tag, so the IP header is always at
 // R2+14), R3 at its end and R4/R5 are scratch. Map lookups use R1-R5 and
 // return in R0, as helper calls do.
@@ -567,7 +605,8 @@ func ip6Header() asm.Instructions {
 }
 
 // body copies the family's source and destination addresses from the IP
-// header at R2+14 into their lookup keys on the stack, then counts each,
+// header at R2+14 into their lookup keys on the stack, reads the
+// generation of the rules into R9 (see cache), then counts each address,
 // and ends by jumping to lPass.
 //
 // The bytes and packets are measured only once a rule matched, and at most
@@ -587,6 +626,25 @@ func body(h Hook, f family) asm.Instructions {
 	insns = append(insns, copyAddr(f, f.dstKey, f.dst)...)
 
 	src, dstMeasured, dst := f.name+sSrc, f.name+sDstMeasured, f.name+sDst
+	// The generation and the mask, once, before any lookup (see cache):
+	// an array's lookup, which the kernel inlines. Without the map's
+	// entry (never), gen = 1: the cache unused.
+	// gen = 1; mask = 0; g = bpf_map_lookup_elem(&generation, &0);
+	insns = append(insns,
+		asm.Mov.Imm(rGen, 1),
+		asm.StoreImm(asm.RFP, cacheMask, 0, asm.Word),
+		asm.StoreImm(asm.RFP, cacheIndex, 0, asm.Word),
+	)
+	insns = append(insns, lookup("", maps.GenerationName, cacheIndex)...)
+	insns = append(insns,
+		// if (!g) goto src;
+		asm.JEq.Imm(asm.R0, 0, src),
+		// gen = g->gen; mask = g->mask;
+		asm.LoadMem(rGen, asm.R0, maps.GenerationOff, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R0, maps.CacheMaskOff, asm.Word),
+		asm.StoreMem(asm.RFP, cacheMask, asm.R1, asm.Word),
+	)
+
 	// The source: on a match, measure and count it, then count the
 	// destination without measuring again; on none, count the
 	// destination measuring it.
@@ -636,15 +694,159 @@ func countMeasured(f family, label string, key, valueOff int16, noMatch, done st
 	return append(insns, addFrame(f, add, key, valueOff, done)...)
 }
 
-// matchRule looks the host key at fp+key up in the family's rule trie,
-// and jumps to noMatch when no rule holds the address; else the matched
-// rule's prefix length is in R1. Its first instruction is labelled label.
+// matchRule finds the longest rule that holds the host key at fp+key,
+// through the family's address cache (see cache), and jumps to noMatch
+// when no rule holds the address; else the matched rule's prefix length
+// is in R1, and it continues at label_mask, the next instruction (mask).
+// Its first instruction is labelled label.
 func matchRule(f family, label string, key int16, noMatch string) asm.Instructions {
+	insns := cache(f, label, key, noMatch)
+	return append(insns, trie(f, label+sTrie, key, noMatch)...)
+}
+
+// trie looks the host key at fp+key up in the family's rule trie, and
+// jumps to noMatch when no rule holds the address; else the matched rule's
+// prefix length is in R1. Its first instruction is labelled label.
+func trie(f family, label string, key int16, noMatch string) asm.Instructions {
 	return append(lookup(label, f.rules, key),
 		// if (!rule) goto noMatch;
 		asm.JEq.Imm(asm.R0, 0, noMatch),
 		// p = rule->prefixlen;
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+	)
+}
+
+// hashMul is the multiplier of the cache's hash: 2^32 over the golden
+// ratio, as a signed immediate.
+const hashMul = -0x61c88647 // 0x9e3779b9
+
+// cache emits the cache in front of the trie for the host key at fp+key
+// (package maps, CacheV4Name, tells the protocol). While the generation
+// in R9 is odd (a change of the rules in progress, or killed) it jumps
+// to label_trie, the trie alone, which the caller puts next. Else it
+// finds the address's bucket in the per-CPU cache, at a hash of the
+// address, and trusts an entry of it only if it holds the same address
+// and the same generation: then it has the result without the trie. Else
+// it looks the address up in the trie and stores the result first in the
+// bucket, under the generation read before that lookup, moving the others
+// down a place (the last one goes). A result is a prefix length, or
+// maps.CacheNoMatch (more than any), which jumps to noMatch. Both ends
+// jump to label_mask with the prefix length in R1. In C:
+//
+//	if (gen & 1) goto trie;
+//	h = addr (IPv6: the xor of its 32-bit quarters) * 0x9e3779b9;
+//	idx = (h ^ h >> 16) & mask;
+//	b = bpf_map_lookup_elem(&cache, &idx); if (!b) goto trie;
+//	for (i = 0; i < WAYS; i++) (unrolled)
+//		if (b[i].addr == addr && b[i].gen == gen) {
+//			p = b[i].result; if (p > bits) goto noMatch; goto mask;
+//		}
+//	fill: rule = bpf_map_lookup_elem(&rules, &key);
+//	p = rule ? rule->prefixlen : NO_MATCH;
+//	b[WAYS-1] = b[WAYS-2]; ... b[1] = b[0];
+//	b[0] = (entry){gen, addr, p};
+//	if (p > bits) goto noMatch; goto mask;
+func cache(f family, label string, key int16, noMatch string) asm.Instructions {
+	trieLabel, fill, store, masked := label+sTrie, label+sFill, label+sStore, label+sMask
+	entrySize := int16(maps.CacheEntry4)
+	if f.words == 2 {
+		entrySize = maps.CacheEntry6
+	}
+	addr := func(w int) int16 { return key + 4 + int16(w*f.size.Sizeof()) }
+	entry := func(way, w int) int16 { return int16(way)*entrySize + maps.CacheAddrOff + int16(w*f.size.Sizeof()) }
+	insns := asm.Instructions{
+		// if (gen & 1) goto trie;
+		asm.JSet.Imm(rGen, 1, trieLabel).WithSymbol(label),
+		// h = addr;
+		asm.LoadMem(asm.R1, asm.RFP, addr(0), f.size),
+	}
+	if f.words == 2 {
+		insns = append(insns,
+			// h ^= addr[1]; h ^= h >> 32;
+			asm.LoadMem(asm.R2, asm.RFP, addr(1), f.size),
+			asm.Xor.Reg(asm.R1, asm.R2),
+			asm.Mov.Reg(asm.R2, asm.R1),
+			asm.RSh.Imm(asm.R2, 32),
+			asm.Xor.Reg(asm.R1, asm.R2),
+		)
+	}
+	insns = append(insns,
+		// h *= 0x9e3779b9; h ^= h >> 16; (32 bits)
+		asm.Mul.Imm32(asm.R1, hashMul),
+		asm.Mov.Reg32(asm.R2, asm.R1),
+		asm.RSh.Imm32(asm.R2, 16),
+		asm.Xor.Reg32(asm.R1, asm.R2),
+		// idx = h & mask;
+		asm.LoadMem(asm.R2, asm.RFP, cacheMask, asm.Word),
+		asm.And.Reg32(asm.R1, asm.R2),
+		asm.StoreMem(asm.RFP, cacheIndex, asm.R1, asm.Word),
+	)
+	insns = append(insns, lookup("", f.cache, cacheIndex)...)
+	insns = append(insns,
+		// if (!b) goto trie; (no index is out of range)
+		asm.JEq.Imm(asm.R0, 0, trieLabel),
+		asm.StoreMem(asm.RFP, cacheEntry, asm.R0, asm.DWord),
+	)
+	for way := range maps.CacheWays {
+		next := fmt.Sprint(label, sWay, way+1)
+		if way == maps.CacheWays-1 {
+			next = fill
+		}
+		first := len(insns)
+		for w := range f.words {
+			insns = append(insns,
+				// if (b[way].addr[w] != addr[w]) goto next;
+				asm.LoadMem(asm.R1, asm.R0, entry(way, w), f.size),
+				asm.LoadMem(asm.R2, asm.RFP, addr(w), f.size),
+				asm.JNE.Reg(asm.R1, asm.R2, next),
+			)
+		}
+		if way > 0 {
+			insns[first] = insns[first].WithSymbol(fmt.Sprint(label, sWay, way))
+		}
+		base := int16(way) * entrySize
+		insns = append(insns,
+			// if (b[way].gen != gen) goto next;
+			asm.LoadMem(asm.R1, asm.R0, base+maps.CacheGenOff, asm.DWord),
+			asm.JNE.Reg(asm.R1, rGen, next),
+			// p = b[way].result; if (p > bits) goto noMatch; goto mask;
+			asm.LoadMem(asm.R1, asm.R0, base+f.result, asm.Word),
+			asm.JGT.Imm(asm.R1, f.bits(), noMatch),
+			asm.Ja.Label(masked),
+		)
+	}
+	insns = append(insns, lookup(fill, f.rules, key)...)
+	insns = append(insns,
+		// p = rule ? rule->prefixlen : NO_MATCH;
+		asm.LoadMem(asm.R1, asm.RFP, cacheEntry, asm.DWord),
+		asm.Mov.Imm(asm.R2, maps.CacheNoMatch),
+		asm.JEq.Imm(asm.R0, 0, store),
+		asm.LoadMem(asm.R2, asm.R0, 0, asm.Word),
+	)
+	// b[way] = b[way-1], from the last way up, a DWord at a time.
+	for way := maps.CacheWays - 1; way > 0; way-- {
+		for off := int16(0); off < entrySize; off += 8 {
+			ins := asm.LoadMem(asm.R3, asm.R1, int16(way-1)*entrySize+off, asm.DWord)
+			if way == maps.CacheWays-1 && off == 0 {
+				ins = ins.WithSymbol(store)
+			}
+			insns = append(insns, ins, asm.StoreMem(asm.R1, int16(way)*entrySize+off, asm.R3, asm.DWord))
+		}
+	}
+	// b[0] = {gen, addr, p};
+	insns = append(insns, asm.StoreMem(asm.R1, maps.CacheGenOff, rGen, asm.DWord))
+	for w := range f.words {
+		insns = append(insns,
+			asm.LoadMem(asm.R3, asm.RFP, addr(w), f.size),
+			asm.StoreMem(asm.R1, entry(0, w), asm.R3, f.size),
+		)
+	}
+	return append(insns,
+		asm.StoreMem(asm.R1, f.result, asm.R2, asm.Word),
+		// if (p > bits) goto noMatch; goto mask;
+		asm.Mov.Reg(asm.R1, asm.R2),
+		asm.JGT.Imm(asm.R1, f.bits(), noMatch),
+		asm.Ja.Label(masked),
 	)
 }
 
@@ -671,10 +873,14 @@ func addFrame(f family, label string, key, valueOff int16, done string) asm.Inst
 }
 
 // lookup emits R0 = bpf_map_lookup_elem(&m, fp+key), its first
-// instruction labelled label.
+// instruction labelled label (none if label is empty).
 func lookup(label, m string, key int16) asm.Instructions {
+	load := asm.LoadMapPtr(asm.R1, 0).WithReference(m)
+	if label != "" {
+		load = load.WithSymbol(label)
+	}
 	return asm.Instructions{
-		asm.LoadMapPtr(asm.R1, 0).WithReference(m).WithSymbol(label),
+		load,
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, int32(key)),
 		asm.FnMapLookupElem.Call(),
@@ -689,7 +895,7 @@ func lookup(label, m string, key int16) asm.Instructions {
 // p - i*wordbits bits, under the mask ^(^0 >> n) in network byte order. A
 // host rule (p = full length) needs no work at all.
 //
-// Its blocks are labelled label_word1, label_word2, ...; it ends by jumping
+// Its blocks are labelled label_mask, label_word1, label_word2, ...; it ends by jumping
 // to done, which the caller puts on the instruction that follows. In C,
 // for IPv6 (w = 64 bits a word):
 //
@@ -714,6 +920,8 @@ func mask(f family, label string, key int16, done string) asm.Instructions {
 		covers := asm.JGE.Imm(asm.R1, (w+1)*wb, next(w))
 		if w > 0 {
 			covers = covers.WithSymbol(word(w))
+		} else {
+			covers = covers.WithSymbol(label + sMask)
 		}
 		insns = append(insns,
 			covers,

@@ -37,6 +37,10 @@ func setupOn(t testing.TB, h Hook, c maps.Capacity, rules ...string) (*ebpf.Prog
 			t.Fatal(err)
 		}
 	}
+	// The set is made as in a change: the cache is used once it ends.
+	if err := set.EndChange(); err != nil {
+		t.Fatal(err)
+	}
 	p, err := Load(h, set)
 	if err != nil {
 		t.Fatal(err)
@@ -478,6 +482,15 @@ func TestGRO(t *testing.T) {
 			}
 			if want := (maps.Stats{In: c, Out: c}); len(got) != 2 || total != want {
 				t.Fatalf("counted %v, want %v", got, want)
+			}
+			// The measure, between the source's count and the
+			// destination's lookup, keeps the generation the
+			// destination's cache entry is stored under.
+			for _, f := range []frame.Frame{v4, v6} {
+				if src, dst := cacheOf(t, set, f.Src), cacheOf(t, set, f.Dst); len(src)+len(dst) > 0 &&
+					(len(src) != 1 || len(dst) != 1 || src[0].gen != dst[0].gen) {
+					t.Errorf("cache entries of the source %v and of the destination %v, want one each of one generation", src, dst)
+				}
 			}
 		})
 	}

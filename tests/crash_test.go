@@ -92,8 +92,9 @@ type crashCase struct {
 //
 //   - before any repair, list and stats show the same rules;
 //   - the next change (an add) succeeds, repairing what it must, and the
-//     pin directory then holds the four maps and no stats entry without a
-//     rule;
+//     pin directory then holds every map and no stats entry without a
+//     rule, and the generation of the rules is even (the address cache
+//     in use);
 //   - every rule shown counts a frame sent to it, exactly, and can be
 //     deleted;
 //   - re-running the killed command succeeds;
@@ -331,6 +332,14 @@ func (c crashCase) check(t *testing.T, e *crashEnv, k killPoint, rng *rand.Rand)
 		t.Errorf("%d maps pinned after the next change, want all %d", n, len(maps.Names))
 	}
 	checkNoOrphans(t, e.dir)
+	// The next change ended with the generation even: the address cache
+	// is in use again (a killed change left it odd, the cache bypassed).
+	var st struct {
+		Cache struct{ Generation uint64 } `json:"address_cache"`
+	}
+	if out := ok(t, nil, e.dir, "status", "--json"); json.Unmarshal([]byte(out), &st) != nil || st.Cache.Generation%2 != 0 {
+		t.Errorf("after the next change: status --json printed %q, want an even generation", out)
+	}
 	listed, stats, shown = readRules(t, e.dir)
 	if !slices.Equal(listed, stats) {
 		t.Errorf("after repair: list shows %d rules, stats %d: %v", len(listed), len(stats), diff(listed, stats))

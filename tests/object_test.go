@@ -24,10 +24,12 @@ func TestObject(t *testing.T) {
 	dir := testnet.PinDir(t)
 	tmp := t.TempDir()
 	obj := filepath.Join(tmp, "meter.o")
-	if err := os.WriteFile(obj, writeELF(t, "ext_meter", maps.Spec(maps.DefaultMaxRules)), 0o600); err != nil {
+	// traffic_meter's own program, which uses the address caches and the
+	// generation beside the four maps an object must have.
+	if err := os.WriteFile(obj, writeELF(t, "ext_meter", maps.Capacity{MaxRules: maps.DefaultMaxRules}.Spec()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	badSpec := maps.Spec(16)
+	badSpec := maps.Capacity{MaxRules: 16}.Spec()
 	badSpec[maps.StatsV6Name].ValueSize = 16
 	bad := filepath.Join(tmp, "bad.o")
 	if err := os.WriteFile(bad, writeELF(t, "bad_meter", badSpec), 0o600); err != nil {

@@ -49,7 +49,7 @@ func TestPrealloc(t *testing.T) {
 	p := testnet.NewPair(t)
 	cpus := ebpf.MustPossibleCPU()
 	const capacity = 1000
-	reserved := maps.Capacity{MaxRules: capacity, Prealloc: true}.Memory(cpus)
+	reserved := maps.Capacity{MaxRules: capacity, Prealloc: true}.StatsMemory(cpus)
 	created := fmt.Sprintf("holding %d rules per address family, with preallocated stats tables: %s of kernel memory reserved (%d possible CPUs)\n",
 		capacity, textfmt.Bytes(reserved), cpus)
 	file := filepath.Join(t.TempDir(), "rules.json")
@@ -128,7 +128,7 @@ func TestPrealloc(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stderr, "traffic_meter: notice: --prealloc applies when the maps are created: the maps in "+dir+" exist, with stats tables that take memory per rule, and are kept as they are") {
 			t.Fatalf("--prealloc on existing lazy maps: exit %d, stderr %q", r.code, r.stderr)
 		}
-		lazy := maps.Capacity{MaxRules: capacity}.Memory(cpus)
+		lazy := maps.Capacity{MaxRules: capacity}.StatsMemory(cpus)
 		if line, doc := statusTables(t, dir); line != "stats tables: memory taken per rule, "+textfmt.Bytes(lazy)+" reserved up front" || doc != (statsTablesJSON{false, lazy, cpus}) {
 			t.Errorf("status of lazy maps: %q, %+v", line, doc)
 		}

@@ -3,6 +3,7 @@ package tests
 import (
 	"debug/buildinfo"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/traffic-meter/traffic_meter/internal/kernel"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
+	"github.com/traffic-meter/traffic_meter/maps"
 )
 
 // versionDoc is the schema of version --json.
@@ -67,8 +69,8 @@ func TestVersion(t *testing.T) {
 	if doc.Go != info.GoVersion || doc.Platform != runtime.GOOS+"/"+runtime.GOARCH {
 		t.Errorf("go %q %q, the build says %q %s/%s", doc.Go, doc.Platform, info.GoVersion, runtime.GOOS, runtime.GOARCH)
 	}
-	if doc.MapLayout != 1 {
-		t.Errorf("map layout %d, want 1", doc.MapLayout)
+	if doc.MapLayout != maps.LayoutVersion {
+		t.Errorf("map layout %d, want %d", doc.MapLayout, maps.LayoutVersion)
 	}
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
@@ -102,7 +104,7 @@ func TestVersion(t *testing.T) {
 	}
 
 	human := ok(t, nil, "", "version")
-	for _, s := range []string{"traffic_meter " + doc.Version + "\n", "go:         " + doc.Go + " " + doc.Platform + "\n", "map layout: 1\n", "kernel:     " + doc.Kernel.Release + "\n", "XDP bpf_links (Linux 5.9)"} {
+	for _, s := range []string{"traffic_meter " + doc.Version + "\n", "go:         " + doc.Go + " " + doc.Platform + "\n", fmt.Sprintf("map layout: %d\n", maps.LayoutVersion), "kernel:     " + doc.Kernel.Release + "\n", "XDP bpf_links (Linux 5.9)"} {
 		if !strings.Contains(human, s) {
 			t.Errorf("version does not say %q:\n%s", s, human)
 		}

@@ -76,6 +76,9 @@ func Change(dir string, create bool, report func(Report), fn func(*Dir) error) e
 	if err := mark(dir, changingMark); err != nil {
 		return err
 	}
+	if err := beginRules(dir); err != nil {
+		return err
+	}
 	if err := fn(&Dir{Path: dir, Repaired: r.Repaired}); err != nil {
 		if readMarks(dir).removing {
 			// A removal of the set stopped half-way (RemoveIfUnused):
@@ -83,9 +86,23 @@ func Change(dir string, create bool, report func(Report), fn func(*Dir) error) e
 			// after a kill.
 			return err
 		}
-		if endErr := unmark(dir); endErr != nil {
+		if endErr := end(dir); endErr != nil {
 			return fmt.Errorf("%w; and ending the change failed: %w", err, endErr)
 		}
+		return err
+	}
+	return end(dir)
+}
+
+// beginRules and endRules are the steps of the generation of the rules
+// around a change (maps.BeginChange, maps.EndChange). The tests of
+// change's order, over pin directories of plain files, leave them out.
+var beginRules, endRules = maps.BeginChange, maps.EndChange
+
+// end ends a change that left the directory whole: the generation of the
+// rules even again, then the marks removed.
+func end(dir string) error {
+	if err := endRules(dir); err != nil {
 		return err
 	}
 	return unmark(dir)
@@ -138,6 +155,10 @@ func repair(dir string) (r Repaired, err error) {
 	m := readMarks(dir)
 	if !m.changing {
 		return r, nil
+	}
+	// The maps of another layout are not judged by their number.
+	if err := maps.CheckLayout(dir); err != nil {
+		return r, err
 	}
 	live, err := attach.List(dir)
 	if err != nil {

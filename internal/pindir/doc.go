@@ -26,14 +26,18 @@
 //	 bpffs at /sys/fs/bpf if need be                                           removes it if still empty
 //	 repair (see below the table)          part of the repair, the mark kept   the next change repeats it
 //	 mark "changing"                       the mark alone                      the next change: nothing to repair
+//	 the generation odd (if the set        the generation odd: the caches      the next change's end
+//	 exists: maps.BeginChange)             bypassed, the trie the truth
 //	 the command's steps (below)           see below                           see below
+//	 the generation even, greater than     a whole change, the caches of       -
+//	 any before (maps.EndChange)           the rules now in force
 //	 remove the marks                      a whole change                      -
 //	 tidy: remove links/ and the           an empty directory                  the next change's tidy
 //	 directory if empty
 //	create the set (first load, add,
 //	import or restore):
-//	 create and pin the 4 maps, one by     1 to 3 maps pinned                  repair: unpins them; readers see
-//	 one                                                                       no maps (maps.ErrNotLoaded)
+//	 create and pin the 7 maps, one by     1 to 6 maps pinned, the             repair: unpins them; readers see
+//	 one, the generation first, odd        generation odd                      no maps (maps.ErrNotLoaded)
 //	add, import, restore, each new rule:
 //	 its stats entry (zero or saved)       a stats entry without a rule        repair: deletes it; readers never
 //	                                                                           show it (rules come from the tries)
@@ -69,12 +73,18 @@
 //	 remove links/                         "changing" and a whole set          repair: mends it (nothing to mend);
 //	                                                                           the next load makes links/ again
 //	 mark "removing"                       the marks and a whole set           repair: "removing" and no attachment:
-//	 unpin the 4 maps, one by one          the marks and 0 to 3 maps           unpins the set; the change's tidy
+//	 unpin the 7 maps, one by one, the     the marks and 0 to 6 maps           unpins the set; the change's tidy
+//	 generation last
 //	                                                                           removes the directory
 //	 remove the marks, the directory       an empty directory                  the next change's tidy
 //
 // A removal that fails after its mark "removing" (an unpin refused) keeps
 // its marks, as a kill would: the next change completes it.
+//
+// The generation is the address caches' (maps.CacheV4Name): an entry of a
+// cache counts only under the generation it was stored with, and none is
+// stored or trusted while the generation is odd, so no frame is counted
+// against rules older than the last change that ended, also after a kill.
 //
 // The repair (repair, its decision in decide) also prunes the pins of
 // attachments that are gone when no change was killed: an interface or
