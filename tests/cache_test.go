@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
@@ -34,16 +32,11 @@ func flow(t *testing.T, p *testnet.Pair, frames [][]byte) (stop func() int) {
 	go func() {
 		defer close(ended)
 		err := p.Do(1, func() error {
-			ifc, err := net.InterfaceByName(p.Dev[1])
+			sendFrame, closeSocket, err := testnet.PacketSender(p.Dev[1])
 			if err != nil {
 				return err
 			}
-			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			to := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}
+			defer closeSocket()
 			for {
 				select {
 				case <-done:
@@ -51,7 +44,7 @@ func flow(t *testing.T, p *testnet.Pair, frames [][]byte) (stop func() int) {
 				case <-time.After(time.Millisecond):
 				}
 				for _, f := range frames {
-					if err := unix.Sendto(fd, f, 0, to); err != nil {
+					if err := sendFrame(f); err != nil {
 						return err
 					}
 					n++

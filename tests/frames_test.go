@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 )
@@ -113,16 +111,11 @@ func traffic(t *testing.T, p *testnet.Pair, stop <-chan struct{}) (sent func() i
 	go func() {
 		defer close(done)
 		err := p.Do(1, func() error {
-			ifc, err := net.InterfaceByName(p.Dev[1])
+			sendFrame, closeSocket, err := testnet.PacketSender(p.Dev[1])
 			if err != nil {
 				return err
 			}
-			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			to := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}
+			defer closeSocket()
 			start := time.Now()
 			tick := time.NewTicker(5 * time.Millisecond)
 			defer tick.Stop()
@@ -133,7 +126,7 @@ func traffic(t *testing.T, p *testnet.Pair, stop <-chan struct{}) (sent func() i
 				case <-tick.C:
 				}
 				for due := int(time.Since(start).Seconds() * sendRate); n < due; n++ {
-					if err := unix.Sendto(fd, watchFrame, 0, to); err != nil {
+					if err := sendFrame(watchFrame); err != nil {
 						return err
 					}
 				}

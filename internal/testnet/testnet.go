@@ -178,23 +178,41 @@ func (p *Pair) Do(side int, f func() error) error {
 // returns once the kernel has taken them all.
 func (p *Pair) Send(frames ...[]byte) error {
 	return p.Do(1, func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
-		defer unix.Close(fd)
-		ifi, err := ifreqIndex(p.Dev[1])
+		send, done, err := PacketSender(p.Dev[1])
 		if err != nil {
 			return err
 		}
-		addr := &unix.SockaddrLinklayer{Ifindex: ifi, Halen: 6}
+		defer done()
 		for _, f := range frames {
-			if err := unix.Sendto(fd, f, 0, addr); err != nil {
-				return fmt.Errorf("send %d-byte frame: %w", len(f), err)
+			if err := send(f); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+}
+
+// PacketSender opens, in the calling thread's network namespace (see
+// Pair.Do), a packet socket that sends whole frames out of the interface
+// dev: send sends one, done closes the socket.
+func PacketSender(dev string) (send func(frame []byte) error, done func(), err error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("packet socket: %w", err)
+	}
+	ifi, err := ifreqIndex(dev)
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, err
+	}
+	addr := &unix.SockaddrLinklayer{Ifindex: ifi, Halen: 6}
+	send = func(f []byte) error {
+		if err := unix.Sendto(fd, f, 0, addr); err != nil {
+			return fmt.Errorf("send %d-byte frame: %w", len(f), err)
+		}
+		return nil
+	}
+	return send, func() { unix.Close(fd) }, nil
 }
 
 // ifreqIndex asks the kernel for an interface's index in the calling
