@@ -14,18 +14,24 @@ import (
 // BenchmarkReceive measures TCP receive on a veth with GRO on, the
 // sender's TSO off (real segments, software GSO), with each ingress hook
 // loaded on the receiving veth, counting both addresses: none (no
-// program), native XDP, TC ingress and generic XDP. Each hook has its own
+// program), native XDP, TC ingress and generic XDP, and native XDP and TC
+// ingress again among 1,000 rules (the two addresses' and 998 others,
+// which the address cache keeps out of the way). Each hook has its own
 // pair; every loop sends 32 MiB through each, interleaved, and reports
 // each hook's throughput and the machine's CPU time per MiB (all CPUs,
 // from /proc/stat: the receive work runs in softirqs), and both as ratios
 // to no program, measured in the same run.
 //
-//	go test -run - -bench Receive -benchtime 5x ./tests
+//	go test -run - -bench Receive -benchtime 20x ./tests
 func BenchmarkReceive(b *testing.B) {
 	hooks := []struct {
-		name string
-		mode []string // nil: nothing loaded
-	}{{"none", nil}, {"native", []string{"--mode", "native"}}, {"tc", []string{"--mode", "tc"}}, {"generic", []string{"--mode", "generic"}}}
+		name  string
+		mode  []string // nil: nothing loaded
+		other int      // rules besides the two addresses'
+	}{
+		{"none", nil, 0}, {"native", []string{"--mode", "native"}, 0}, {"tc", []string{"--mode", "tc"}, 0}, {"generic", []string{"--mode", "generic"}, 0},
+		{"native-1000rules", []string{"--mode", "native"}, 998}, {"tc-1000rules", []string{"--mode", "tc"}, 998},
+	}
 	const size = 32 << 20
 	pairs := make([]*testnet.Pair, len(hooks))
 	for i, h := range hooks {
@@ -37,6 +43,9 @@ func BenchmarkReceive(b *testing.B) {
 			ok(b, p.Peer(), dir, append([]string{"load", "--dev", p.Dev[1]}, h.mode...)...)
 			for _, a := range []string{p.IPv4[0].String(), p.IPv4[1].String()} {
 				ok(b, p.Peer(), dir, "add", "--ip-address", a)
+			}
+			if h.other > 0 {
+				ok(b, p.Peer(), dir, "import", "--file", writeRules(b, h.other))
 			}
 			b.Cleanup(func() { tm(b, p.Peer(), dir, "unload", "--all") })
 		}
