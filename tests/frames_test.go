@@ -49,9 +49,11 @@ func frameLen(to netip.Addr, payload int) uint64 {
 }
 
 // sendUDP sends UDP datagrams of the given payload sizes from the stack of
-// NS[side] to a socket bound to an address of the other namespace (which
-// so sends nothing back), and returns the length of their frames. The
-// kernel hands each to the interface before the send returns.
+// NS[side] to a socket bound to an address of the other namespace, waits
+// until that socket has received them all (so that the other namespace
+// sends nothing back: a datagram arriving after the socket closed would
+// draw an ICMP port unreachable, as a slow 5.10 guest showed), and returns
+// the length of their frames.
 func sendUDP(t *testing.T, p *testnet.Pair, side int, to netip.Addr, sizes ...int) (bytes uint64) {
 	t.Helper()
 	var sink *net.UDPConn
@@ -78,6 +80,15 @@ func sendUDP(t *testing.T, p *testnet.Pair, side int, to netip.Addr, sizes ...in
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Frames the other namespace's stack cannot take (a VLAN tag without
+	// a VLAN device) never reach the socket: wait for 2 s at most.
+	sink.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 65536)
+	for range sizes {
+		if _, err := sink.Read(buf); err != nil {
+			break
+		}
 	}
 	return bytes
 }
