@@ -38,21 +38,30 @@ type Set struct {
 
 // Map returns the map of the given name.
 func (s *Set) Map(name string) *ebpf.Map {
+	if f := s.field(name); f != nil {
+		return *f
+	}
+	return nil
+}
+
+// field returns the field of s that holds the map of the given name, nil
+// for a name that is none of Names.
+func (s *Set) field(name string) **ebpf.Map {
 	switch name {
 	case RulesV4Name:
-		return s.RulesV4
+		return &s.RulesV4
 	case RulesV6Name:
-		return s.RulesV6
+		return &s.RulesV6
 	case StatsV4Name:
-		return s.StatsV4
+		return &s.StatsV4
 	case StatsV6Name:
-		return s.StatsV6
+		return &s.StatsV6
 	case CacheV4Name:
-		return s.CacheV4
+		return &s.CacheV4
 	case CacheV6Name:
-		return s.CacheV6
+		return &s.CacheV6
 	case GenerationName:
-		return s.Gen
+		return &s.Gen
 	}
 	return nil
 }
@@ -225,22 +234,10 @@ func (s *Set) take(name string) *ebpf.Map {
 	return m
 }
 
+// setMap puts m in the field of s for the map of the given name.
 func (s *Set) setMap(name string, m *ebpf.Map) {
-	switch name {
-	case RulesV4Name:
-		s.RulesV4 = m
-	case RulesV6Name:
-		s.RulesV6 = m
-	case StatsV4Name:
-		s.StatsV4 = m
-	case StatsV6Name:
-		s.StatsV6 = m
-	case CacheV4Name:
-		s.CacheV4 = m
-	case CacheV6Name:
-		s.CacheV6 = m
-	case GenerationName:
-		s.Gen = m
+	if f := s.field(name); f != nil {
+		*f = m
 	}
 }
 
