@@ -311,22 +311,53 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, se
 // attach loads the program that counts at at (the program of obj, when not
 // nil) and attaches it to ifc.
 func (l *LoadCmd) attach(c *Context, ifc *attach.Interface, at attach.Point, set *maps.Set, obj *ebpf.CollectionSpec, o attach.Options) (*attach.Attachment, error) {
-	var p *ebpf.Program
-	var err error
 	if obj != nil {
-		p, err = loadObject(l.Object, obj, set)
-	} else {
-		var f kernel.Features
-		if f, err = kernel.Probe(); err != nil {
+		p, err := loadObject(l.Object, obj, set)
+		if err != nil {
 			return nil, err
 		}
-		p, err = prog.Load(counters[at](f), set)
+		defer p.Close()
+		return attach.Attach(c.Dir, ifc, at, p, o)
 	}
+	f, err := kernel.Probe()
+	if err != nil {
+		return nil, err
+	}
+	return numbered(c, ifc, at, set, counters[at](f), o)
+}
+
+// numbered attaches the program of hook h to ifc at at as a new
+// attachment of the registry (maps.NextAttachment): its number is baked
+// into the program, which counts the per-interface rows under it, and
+// recorded before the program is attached (crash steps:
+// internal/pindir/doc.go). A failed attach forgets the number again.
+func numbered(c *Context, ifc *attach.Interface, at attach.Point, set *maps.Set, h prog.Hook, o attach.Options) (*attach.Attachment, error) {
+	n, err := set.NextAttachment()
+	if err != nil {
+		return nil, err
+	}
+	h.Attachment = n
+	p, err := prog.Load(h, set)
 	if err != nil {
 		return nil, err
 	}
 	defer p.Close()
-	return attach.Attach(c.Dir, ifc, at, p, o)
+	info, err := p.Info()
+	if err != nil {
+		return nil, fmt.Errorf("read the program's ID: %w", err)
+	}
+	id, _ := info.ID()
+	if err := set.RecordAttachment(attach.Record(n, ifc, at, id)); err != nil {
+		return nil, err
+	}
+	a, err := attach.Attach(c.Dir, ifc, at, p, o)
+	if err != nil {
+		if fErr := set.ForgetAttachment(n); fErr != nil {
+			return nil, fmt.Errorf("%w; and %w", err, fErr)
+		}
+		return nil, err
+	}
+	return a, nil
 }
 
 // how describes an attachment for people.

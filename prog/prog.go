@@ -74,6 +74,11 @@ type Hook struct {
 	// Fallback the hook to use instead on a kernel without it.
 	Needs    *kernel.Feature
 	Fallback *Hook
+	// Attachment is the number of the attachment the program is loaded
+	// for (maps.NextAttachment), under which it counts the rows of the
+	// rules with the option by-interface (countInterface); 0 in the
+	// listings.
+	Attachment uint32
 }
 
 // On returns h if a kernel with features f has what h needs, else its
