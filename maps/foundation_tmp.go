@@ -5,7 +5,7 @@ package maps
 const ByInterfaceBit = 1 << 8
 
 const (
-	FullName           = "breakdown_full"
-	FullInterfacesV4   = 0
-	FullInterfacesV6   = 1
+	FullName         = "breakdown_full"
+	FullInterfacesV4 = 0
+	FullInterfacesV6 = 1
 )

@@ -1,0 +1,100 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestInterfaceRows writes, reads and deletes per-interface rows of both
+// families, fills a table, and counts them.
+func TestInterfaceRows(t *testing.T) {
+	s := newSet(t, Capacity{MaxRules: 16, InterfaceRows: 3})
+	r4, r6 := netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8::/64")
+	st := func(n uint64) Stats { return Stats{In: Counter{n, 100 * n}, Out: Counter{2 * n, 200 * n}} }
+	rows := []InterfaceRow{{r4, 2, st(1)}, {r4, 1, st(2)}, {netip.MustParsePrefix("10.0.0.0/8"), 1, st(3)}, {r6, 7, st(4)}}
+	for _, row := range rows {
+		if err := s.RestoreInterfaceRow(row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.InterfaceRows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sorted by rule (address, then length), then attachment.
+	want := []InterfaceRow{rows[2], rows[1], rows[0], rows[3]}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rows %v\nwant %v", got, want)
+	}
+	if v4, v6, err := s.InterfaceRowsUsed(); err != nil || v4 != 3 || v6 != 1 {
+		t.Fatalf("used %d, %d (%v), want 3, 1", v4, v6, err)
+	}
+	if err := s.RestoreInterfaceRow(InterfaceRow{r4, 9, st(1)}); !errors.Is(err, ErrRowsFull) {
+		t.Fatalf("a fourth IPv4 row in a table of 3: %v, want ErrRowsFull", err)
+	}
+	if n, err := s.NextAttachment(); err != nil || n != 8 {
+		t.Fatalf("next attachment %d (%v), want 8: one more than any row's", n, err)
+	}
+	if err := s.DeleteInterfaceRows(r4); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteInterfaceRows(r6); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.InterfaceRows()
+	if fmt.Sprint(got) != fmt.Sprint([]InterfaceRow{rows[2]}) {
+		t.Fatalf("after deleting the rows of %s and %s: %v", r4, r6, got)
+	}
+}
+
+// TestRegistry records attachments, numbers new ones past every number
+// in use, and prunes those gone that no row carries.
+func TestRegistry(t *testing.T) {
+	s := newSet(t, Capacity{MaxRules: 16})
+	if n, err := s.NextAttachment(); err != nil || n != 1 {
+		t.Fatalf("first number %d (%v), want 1", n, err)
+	}
+	at := time.Unix(1796000000, 0)
+	recs := []AttachmentRecord{
+		{Number: 1, Netns: 4026531840, Ifindex: 3, Ifname: "veth-a", Direction: "ingress", Hook: "xdp", ProgID: 10, LoadedAt: at},
+		{Number: 2, Netns: 4026531841, Ifindex: 3, Ifname: "interface-name", Direction: "egress", Hook: "tc", ProgID: 11, LoadedAt: at},
+		{Number: 3, Netns: 4026531840, Ifindex: 4, Ifname: "veth-b", Direction: "ingress", Hook: "tc", ProgID: 12, LoadedAt: at},
+	}
+	for _, r := range recs {
+		if err := s.RecordAttachment(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RecordAttachment(recs[0]); err == nil {
+		t.Fatal("a number recorded twice")
+	}
+	got, err := s.Attachments()
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(recs) {
+		t.Fatalf("registry %v (%v)\nwant %v", got, err, recs)
+	}
+	if n, _ := s.NextAttachment(); n != 4 {
+		t.Fatalf("next number %d, want 4", n)
+	}
+	// Attachment 2 is gone but a row carries it; 3 is gone and carried
+	// by none; 1 is there.
+	if err := s.RestoreInterfaceRow(InterfaceRow{netip.MustParsePrefix("10.0.0.0/8"), 2, Stats{}}); err != nil {
+		t.Fatal(err)
+	}
+	pruned, err := s.PruneAttachments(func(r AttachmentRecord) bool { return r.Number == 1 })
+	if err != nil || pruned != 1 {
+		t.Fatalf("pruned %d (%v), want 1", pruned, err)
+	}
+	got, _ = s.Attachments()
+	if fmt.Sprint(got) != fmt.Sprint(recs[:2]) {
+		t.Fatalf("after the prune: %v", got)
+	}
+	if err := s.ForgetAttachment(1); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.NextAttachment(); n != 3 {
+		t.Fatalf("next number %d, want 3 (2 is carried, 3 and 1 are free)", n)
+	}
+}
