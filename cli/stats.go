@@ -16,6 +16,8 @@ import (
 type StatsCmd struct {
 	IPAddress string `name:"ip-address" placeholder:"X" help:"Show only this rule (the rule itself, not the longest matching one)."`
 	JSON      bool   `name:"json" help:"Print JSON with exact integers."`
+	// ByInterface shows the per-interface rows (cli/interfaces.go).
+	ByInterface bool `name:"by-interface" help:"Under each rule with the option by-interface, show a row per attachment (interface, network namespace, direction, hook) and the remainder, what the rule counted before it had the option: they add up to the rule's total."`
 	WatchFlags
 }
 
@@ -23,6 +25,9 @@ type StatsCmd struct {
 func (s *StatsCmd) Run(c *Context) error {
 	if err := s.check(s.JSON); err != nil {
 		return err
+	}
+	if s.ByInterface {
+		return s.runByInterface(c)
 	}
 	if s.live() {
 		return s.show(c, s.read)

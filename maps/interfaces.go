@@ -171,14 +171,17 @@ type rows[K key, R rowKey] struct {
 	join  func(K, uint32) R
 }
 
-func (s *Set) rows4() rows[Key4, RowKey4] {
-	return rows[Key4, RowKey4]{s.IfaceV4,
+func (s *Set) rows4() rows[Key4, RowKey4] { return rowsV4(s.IfaceV4) }
+func (s *Set) rows6() rows[Key6, RowKey6] { return rowsV6(s.IfaceV6) }
+
+func rowsV4(m *ebpf.Map) rows[Key4, RowKey4] {
+	return rows[Key4, RowKey4]{m,
 		func(r RowKey4) (Key4, uint32) { return r.Rule, r.Attachment },
 		func(k Key4, n uint32) RowKey4 { return RowKey4{k, n} }}
 }
 
-func (s *Set) rows6() rows[Key6, RowKey6] {
-	return rows[Key6, RowKey6]{s.IfaceV6,
+func rowsV6(m *ebpf.Map) rows[Key6, RowKey6] {
+	return rows[Key6, RowKey6]{m,
 		func(r RowKey6) (Key6, uint32) { return r.Rule, r.Attachment },
 		func(k Key6, n uint32) RowKey6 { return RowKey6{k, n} }}
 }
@@ -236,18 +239,17 @@ func (s *Set) InterfaceRows() ([]InterfaceRow, error) {
 	return all, nil
 }
 
-// DeleteInterfaceRows deletes every per-interface row of rule r: what
-// cleanupOptions does when r loses the option or goes, and
-// prepareOptions when r gets it (rows a killed change may have left under
-// its key).
-func (s *Set) DeleteInterfaceRows(r Rule) error {
+// deleteRows deletes every per-interface row of the rule of key k: what
+// cleanupOptions does when the rule loses the option or goes, and
+// prepareOptions when it gets it (rows a killed change may have left
+// under its key).
+func (f family[K]) deleteRows(k K) error {
 	var err error
-	if r.Addr().Is4() {
-		k := Key4Of(r)
-		_, err = s.rows4().deleteWhere(func(rk Key4, _ uint32) bool { return rk == k })
-	} else {
-		k := Key6Of(r)
-		_, err = s.rows6().deleteWhere(func(rk Key6, _ uint32) bool { return rk == k })
+	switch k := any(k).(type) {
+	case Key4:
+		_, err = rowsV4(f.iface).deleteWhere(func(rk Key4, _ uint32) bool { return rk == k })
+	case Key6:
+		_, err = rowsV6(f.iface).deleteWhere(func(rk Key6, _ uint32) bool { return rk == k })
 	}
 	return err
 }
@@ -404,4 +406,64 @@ func (s *Set) PruneAttachments(live func(AttachmentRecord) bool) (int, error) {
 		pruned++
 	}
 	return pruned, nil
+}
+
+// InterfaceBreakdown is a rule's total and, when the rule has the option
+// by-interface, its per-interface rows and its remainder: the total less
+// the rows, what the rule counted before it had the option or when a
+// table was full. The rows and the remainder add up to the total.
+type InterfaceBreakdown struct {
+	RuleStats
+	// Rows are the rule's rows, by attachment number.
+	Rows []InterfaceRow
+	// Remainder is the total less the rows.
+	Remainder Stats
+}
+
+// InterfaceBreakdowns returns every rule (Stats) with, for those with the
+// option by-interface, its rows and remainder; only, when valid, keeps
+// that rule alone (ErrUnknownRule when there is none). The rows are read
+// before the totals, so that a frame counted meanwhile is in the total,
+// hence in the remainder, and never in a row alone.
+func (s *Set) InterfaceBreakdowns(only Rule) ([]InterfaceBreakdown, error) {
+	rows, err := s.InterfaceRows()
+	if err != nil {
+		return nil, err
+	}
+	totals, err := s.Stats()
+	if err != nil {
+		return nil, err
+	}
+	if only.IsValid() {
+		i := slices.IndexFunc(totals, func(rs RuleStats) bool { return rs.Rule == only })
+		if i < 0 {
+			return nil, fmt.Errorf("%w %s", ErrUnknownRule, only)
+		}
+		totals = totals[i : i+1]
+	}
+	byRule := make(map[Rule][]InterfaceRow)
+	for _, r := range rows {
+		byRule[r.Rule] = append(byRule[r.Rule], r)
+	}
+	out := make([]InterfaceBreakdown, len(totals))
+	for i, rs := range totals {
+		out[i].RuleStats = rs
+		if !rs.Options.ByInterface {
+			continue
+		}
+		out[i].Rows = byRule[rs.Rule]
+		out[i].Remainder = rs.Stats
+		for _, r := range out[i].Rows {
+			out[i].Remainder = out[i].Remainder.less(r.Stats)
+		}
+	}
+	return out, nil
+}
+
+// less returns s less o, counter by counter, never below zero (the rows
+// read before a total never exceed it).
+func (s Stats) less(o Stats) Stats {
+	sub := func(a, b uint64) uint64 { return a - min(a, b) }
+	return Stats{In: Counter{sub(s.In.Packets, o.In.Packets), sub(s.In.Bytes, o.In.Bytes)},
+		Out: Counter{sub(s.Out.Packets, o.Out.Packets), sub(s.Out.Bytes, o.Out.Bytes)}}
 }

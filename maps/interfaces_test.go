@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -38,10 +39,10 @@ func TestInterfaceRows(t *testing.T) {
 	if n, err := s.NextAttachment(); err != nil || n != 8 {
 		t.Fatalf("next attachment %d (%v), want 8: one more than any row's", n, err)
 	}
-	if err := s.DeleteInterfaceRows(r4); err != nil {
+	if err := s.v4().deleteRows(Key4Of(r4)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteInterfaceRows(r6); err != nil {
+	if err := s.v6().deleteRows(Key6Of(r6)); err != nil {
 		t.Fatal(err)
 	}
 	got, _ = s.InterfaceRows()
@@ -96,5 +97,69 @@ func TestRegistry(t *testing.T) {
 	}
 	if n, _ := s.NextAttachment(); n != 3 {
 		t.Fatalf("next number %d, want 3 (2 is carried, 3 and 1 are free)", n)
+	}
+}
+
+// TestInterfaceOptions checks the rows' part in the options' steps: a
+// rule that gets the option starts without rows (stale ones, left by a
+// killed change, go), one that loses it or is deleted loses its rows, and
+// the repair's RemoveOrphanRows deletes the rows of rules that are gone
+// or lack the option.
+func TestInterfaceOptions(t *testing.T) {
+	s := newSet(t, Capacity{MaxRules: 16})
+	with, without := Options{ByInterface: true}, Options{}
+	a, b, c := netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("10.0.1.0/24")
+	row := func(r Rule, n uint32) {
+		t.Helper()
+		if err := s.RestoreInterfaceRow(InterfaceRow{r, n, Stats{In: Counter{1, 60}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := func() string {
+		t.Helper()
+		all, err := s.InterfaceRows()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range all {
+			out = append(out, fmt.Sprintf("%s#%d", r.Rule, r.Attachment))
+		}
+		return fmt.Sprint(out)
+	}
+	add := func(r Rule, o Options) {
+		t.Helper()
+		if _, _, err := s.Add(r, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []Rule{a, b} {
+		row(r, 1) // stale
+		add(r, with)
+		if got := rows(); strings.Contains(got, r.String()) {
+			t.Fatalf("%s added with the option: rows %s, want none of it", r, got)
+		}
+		row(r, 2)
+	}
+	add(a, without)
+	if got := rows(); got != "[2001:db8::/64#2]" {
+		t.Fatalf("%s without the option: rows %s", a, got)
+	}
+	if err := s.Delete(b); err != nil {
+		t.Fatal(err)
+	}
+	if got := rows(); got != "[]" {
+		t.Fatalf("%s deleted: rows %s", b, got)
+	}
+	add(a, with)
+	add(c, without)
+	row(a, 3)
+	row(b, 3)
+	row(c, 3)
+	if n, err := s.RemoveOrphanRows(); err != nil || n != 2 {
+		t.Fatalf("removed %d orphan rows (%v), want 2", n, err)
+	}
+	if got := rows(); got != "[10.0.0.0/24#3]" {
+		t.Fatalf("after the repair: rows %s", got)
 	}
 }

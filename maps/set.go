@@ -27,6 +27,9 @@ type Set struct {
 	// CacheV4, CacheV6 and Gen are the address caches and the
 	// generation (see CacheV4Name).
 	CacheV4, CacheV6, Gen *ebpf.Map
+	// FullMap counts the frames that found a breakdown table full
+	// (FullName).
+	FullMap *ebpf.Map
 	// IfaceV4, IfaceV6 and Registry are the per-interface rows and the
 	// registry of attachments (see IfaceV4Name).
 	IfaceV4, IfaceV6, Registry *ebpf.Map
@@ -65,6 +68,8 @@ func (s *Set) field(name string) **ebpf.Map {
 		return &s.CacheV6
 	case GenerationName:
 		return &s.Gen
+	case FullName:
+		return &s.FullMap
 	case IfaceV4Name:
 		return &s.IfaceV4
 	case IfaceV6Name:
@@ -168,10 +173,10 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, 
 			return nil, &OtherVersionError{Path: path, Dir: dir, Diff: err}
 		}
 	}
-	if s.Gen == nil && missing < len(Names) {
+	if s.Map(layoutMark) == nil && missing < len(Names) {
 		s.Close()
-		path := filepath.Join(dir, GenerationName)
-		return nil, &OtherVersionError{Path: path, Dir: dir, Diff: errLayout1}
+		path := filepath.Join(dir, layoutMark)
+		return nil, &OtherVersionError{Path: path, Dir: dir, Diff: errOldLayout}
 	}
 	switch {
 	case missing == 0:
@@ -204,20 +209,25 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, 
 	return s, nil
 }
 
-// errLayout1 is the difference of a set of layout 1, made before the
-// address caches: it has no generation map.
-var errLayout1 = errors.New("no generation map: layout 1, without the address cache")
+// layoutMark is the map of this layout that older layouts lack: the
+// first of Names, made first and removed last, so that a set holding
+// maps of Names without it is of an older layout.
+const layoutMark = FullName
+
+// errOldLayout is the difference of a set of an older layout: layout 1
+// (before the address caches) or 2 (before the rule options).
+var errOldLayout = errors.New("no " + layoutMark + " map: layout 1 or 2, before the rule options")
 
 // CheckLayout returns an OtherVersionError when dir holds the maps of a
-// set of layout 1 (see Names), nil otherwise: what a repair checks before
-// it judges a set by the maps pinned.
+// set of an older layout (see layoutMark), nil otherwise: what a repair
+// checks before it judges a set by the maps pinned.
 func CheckLayout(dir string) error {
-	if _, err := os.Stat(filepath.Join(dir, GenerationName)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(dir, layoutMark)); !errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	for _, n := range RuleNames {
+	for _, n := range Names[1:] {
 		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
-			return &OtherVersionError{Path: filepath.Join(dir, GenerationName), Dir: dir, Diff: errLayout1}
+			return &OtherVersionError{Path: filepath.Join(dir, layoutMark), Dir: dir, Diff: errOldLayout}
 		}
 	}
 	return nil

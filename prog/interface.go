@@ -10,17 +10,17 @@ import (
 // The per-interface rows (maps.IfaceV4Name) of a rule with the option
 // by-interface: after the rule's stats entry got the frame, countInterface
 // adds it to the rule's row of this attachment (Hook.Attachment), making
-// the row on the frame's first. Its stack, below the options' area:
+// the row on the frame's first. Its stack is the breakdowns' scratch
+// (see breakdowns):
 //
 //	fp-184  the index of the family's counter of breakdown_full
 //	fp-180  the row key: the rule key's prefix length,
-//	fp-176  its address (IPv4 a word, IPv6 two DWords),
+//	fp-176  its address (IPv4 a word, IPv6 two DWords, aligned),
 //	fp-172  (IPv4) or fp-160 (IPv6) the attachment's number
-//	fp-152  a new row's value (maps.Stats), to fp-121
+//	fp-152  a new row's value (maps.Stats), to fp-121 (newStats)
 const (
-	fullIndex = -184
-	rowKey    = -180
-	newRow    = -152
+	fullIndex = interfaceRow
+	rowKey    = interfaceRow + 4
 )
 
 // Labels within the block of countInterface: sRowAdd adds the frame to
@@ -87,21 +87,21 @@ func countInterface(h Hook, f family, label string, key, valueOff int16, next st
 	)
 	// new: v = {0}; v.packets = packets; v.bytes = len; (at valueOff)
 	for off := int16(0); off < int16(maps.OutBytesOff+8); off += 8 {
-		ins := storeZero(newRow+off, asm.DWord)
+		ins := storeZero(newStats+off, asm.DWord)
 		if off == 0 {
 			ins = ins.WithSymbol(create)
 		}
 		insns = append(insns, ins)
 	}
 	insns = append(insns,
-		asm.StoreMem(asm.RFP, newRow+valueOff, rPackets, asm.DWord),
-		asm.StoreMem(asm.RFP, newRow+valueOff+8, rLen, asm.DWord),
+		asm.StoreMem(asm.RFP, newStats+valueOff, rPackets, asm.DWord),
+		asm.StoreMem(asm.RFP, newStats+valueOff+8, rLen, asm.DWord),
 		// err = bpf_map_update_elem(&iface, &row, &v, BPF_NOEXIST);
 		asm.LoadMapPtr(asm.R1, 0).WithReference(table),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, rowKey),
 		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, newRow),
+		asm.Add.Imm(asm.R3, newStats),
 		asm.Mov.Imm(asm.R4, unix.BPF_NOEXIST),
 		asm.FnMapUpdateElem.Call(),
 		// if (!err) goto next; if (err != -EEXIST) goto full;

@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/traffic-meter/traffic_meter/internal/attach"
+	"github.com/traffic-meter/traffic_meter/internal/pindir"
+	"github.com/traffic-meter/traffic_meter/internal/rule"
+	"github.com/traffic-meter/traffic_meter/internal/textfmt"
+	"github.com/traffic-meter/traffic_meter/internal/watch"
+	"github.com/traffic-meter/traffic_meter/maps"
+)
+
+// byInterface is what stats --by-interface reads: every rule (or the one
+// asked for) with, under each rule with the option by-interface, a row
+// per attachment and the remainder, and the attachments the rows' numbers
+// stand for.
+type byInterface struct {
+	rules []maps.InterfaceBreakdown
+	// records are the registry's attachments by number, loaded says
+	// which are there now.
+	records map[uint32]maps.AttachmentRecord
+	loaded  func(maps.AttachmentRecord) bool
+}
+
+// readByInterface reads what stats --by-interface shows, under the shared
+// lock.
+func (s *StatsCmd) readByInterface(set *maps.Set) (*byInterface, error) {
+	var only maps.Rule
+	if s.IPAddress != "" {
+		r, err := rule.Parse(s.IPAddress)
+		if err != nil {
+			return nil, err
+		}
+		only = r
+	}
+	rules, err := set.InterfaceBreakdowns(only)
+	if errors.Is(err, maps.ErrUnknownRule) {
+		return nil, fmt.Errorf("%w: see the rules with 'traffic_meter list', or add it with 'traffic_meter add --ip-address %s --by-interface'", err, only)
+	}
+	if err != nil {
+		return nil, err
+	}
+	records, err := set.Attachments()
+	if err != nil {
+		return nil, err
+	}
+	live, err := attach.List(set.Dir)
+	if err != nil {
+		return nil, err
+	}
+	b := &byInterface{rules: rules, records: map[uint32]maps.AttachmentRecord{}, loaded: attach.Loaded(live)}
+	for _, r := range records {
+		b.records[r.Number] = r
+	}
+	return b, nil
+}
+
+// label names the attachment of a row for people: its interface (and
+// network namespace when not the caller's), its number, direction and
+// hook, and "unloaded" when it is gone.
+func (b *byInterface) label(n uint32) string {
+	r, ok := b.records[n]
+	if !ok {
+		return fmt.Sprintf("attachment #%d (unknown, unloaded)", n)
+	}
+	s := fmt.Sprintf("%s #%d (%s, %s", attach.RecordWhere(r), n, r.Direction, r.Hook)
+	if !b.loaded(r) {
+		s += ", unloaded"
+	}
+	return s + ")"
+}
+
+// remainderLabel names a rule's remainder row.
+const remainderLabel = "remainder"
+
+// writeTable prints every rule as stats does, each rule with the option
+// followed by its rows and its remainder, indented.
+func (b *byInterface) writeTable(w io.Writer) error {
+	t := textfmt.NewTable(watch.Columns...)
+	row := func(label string, st maps.Stats) {
+		cells := watch.Cells(maps.RuleStats{Stats: st})
+		cells[0] = "  " + label
+		t.Add(cells...)
+	}
+	for _, r := range b.rules {
+		t.Add(watch.Cells(r.RuleStats)...)
+		if !r.Options.ByInterface {
+			continue
+		}
+		for _, ir := range r.Rows {
+			row(b.label(ir.Attachment), ir.Stats)
+		}
+		row(remainderLabel, r.Remainder)
+	}
+	return t.Write(w)
+}
+
+// Types of stats --by-interface --json.
+type (
+	jsonCounter struct {
+		Packets uint64 `json:"packets"`
+		Bytes   uint64 `json:"bytes"`
+	}
+	jsonCounts struct {
+		Packets uint64      `json:"packets"`
+		Bytes   uint64      `json:"bytes"`
+		In      jsonCounter `json:"in"`
+		Out     jsonCounter `json:"out"`
+	}
+	jsonInterfaceRow struct {
+		Attachment uint32 `json:"attachment"`
+		Interface  string `json:"interface"`
+		Netns      uint64 `json:"netns"`
+		Ifindex    uint32 `json:"ifindex"`
+		Direction  string `json:"direction"`
+		Hook       string `json:"hook"`
+		Loaded     bool   `json:"loaded"`
+		jsonCounts
+	}
+	jsonBreakdown struct {
+		Rule string `json:"rule"`
+		jsonCounts
+		Interfaces []jsonInterfaceRow `json:"interfaces,omitempty"`
+		Remainder  *jsonCounts        `json:"remainder,omitempty"`
+	}
+)
+
+func countsOf(st maps.Stats) jsonCounts {
+	t := st.Total()
+	return jsonCounts{t.Packets, t.Bytes, jsonCounter(st.In), jsonCounter(st.Out)}
+}
+
+// writeJSON prints
+//
+//	{"rules":[{"rule":"10.0.0.0/24","packets":3,"bytes":294,"in":{...},"out":{...},
+//	  "interfaces":[{"attachment":1,"interface":"eth0","netns":4026531840,"ifindex":2,
+//	    "direction":"ingress","hook":"xdp","loaded":true,"packets":2,...}],
+//	  "remainder":{"packets":1,...}}, ...]}
+//
+// with "interfaces" and "remainder" for the rules with the option only
+// ("interfaces" empty when none counted yet).
+func (b *byInterface) writeJSON(w io.Writer) error {
+	out := struct {
+		Rules []jsonBreakdown `json:"rules"`
+	}{Rules: []jsonBreakdown{}}
+	for _, r := range b.rules {
+		jb := jsonBreakdown{Rule: r.Rule.String(), jsonCounts: countsOf(r.Stats)}
+		if r.Options.ByInterface {
+			jb.Interfaces = []jsonInterfaceRow{}
+			for _, ir := range r.Rows {
+				rec := b.records[ir.Attachment]
+				jb.Interfaces = append(jb.Interfaces, jsonInterfaceRow{Attachment: ir.Attachment, Interface: rec.Ifname,
+					Netns: rec.Netns, Ifindex: rec.Ifindex, Direction: rec.Direction, Hook: rec.Hook,
+					Loaded: rec.Number != 0 && b.loaded(rec), jsonCounts: countsOf(ir.Stats)})
+			}
+			rem := countsOf(r.Remainder)
+			jb.Remainder = &rem
+		}
+		out.Rules = append(out.Rules, jb)
+	}
+	e := json.NewEncoder(w)
+	return e.Encode(out)
+}
+
+// runByInterface is stats --by-interface.
+func (s *StatsCmd) runByInterface(c *Context) error {
+	if s.live() || s.Sort != "" || s.Top > 0 {
+		return errors.New("--by-interface shows every rule in order, with its rows: give it without --watch, --sort and --top")
+	}
+	var b *byInterface
+	err := c.read(func(set *maps.Set) (err error) {
+		b, err = s.readByInterface(set)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if s.JSON {
+		return b.writeJSON(c.Stdout)
+	}
+	return b.writeTable(c.Stdout)
+}
+
+// pruneRegistry removes the attachments unloaded whose number no
+// per-interface row carries from the registry of the maps in dir, if
+// there are maps (pindir.PruneRegistry).
+func pruneRegistry(dir string) error {
+	set, err := maps.Open(dir)
+	if errors.Is(err, maps.ErrNotLoaded) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	return pindir.PruneRegistry(set)
+}

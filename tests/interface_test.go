@@ -1,0 +1,383 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/traffic-meter/traffic_meter/internal/frame"
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
+)
+
+// The per-interface breakdown of a rule (add --by-interface, stats
+// --by-interface): known frames counted by several attachments, every row
+// exact and the rows with the remainder equal to the total; attachments
+// of a re-created interface, and of an interface of the same name in
+// another namespace, never mixed.
+
+// interfaceRow is a row of stats --by-interface --json.
+type interfaceRow struct {
+	Attachment uint32
+	Interface  string
+	Netns      uint64
+	Ifindex    uint32
+	Direction  string
+	Hook       string
+	Loaded     bool
+	ruleStats
+}
+
+// breakdown is a rule of stats --by-interface --json.
+type breakdown struct {
+	ruleStats
+	Interfaces []interfaceRow
+	Remainder  *ruleStats
+}
+
+// byInterface runs stats --by-interface --json and returns its rules by
+// rule, after checking that each rule's rows and remainder add up to its
+// total.
+func byInterface(t *testing.T, p *testnet.Pair, dir string, args ...string) map[string]breakdown {
+	t.Helper()
+	out := ok(t, p, dir, append([]string{"stats", "--by-interface", "--json"}, args...)...)
+	var doc struct{ Rules []breakdown }
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("stats --by-interface --json printed %q: %v", out, err)
+	}
+	m := map[string]breakdown{}
+	for _, r := range doc.Rules {
+		if r.Remainder != nil {
+			sum := *r.Remainder
+			for _, row := range r.Interfaces {
+				sum = sum.plus(row.ruleStats)
+			}
+			sum.Rule = r.Rule
+			if sum != r.ruleStats {
+				t.Errorf("%s: rows and remainder add up to %+v, not the total %+v", r.Rule, sum, r.ruleStats)
+			}
+		}
+		m[r.Rule] = r
+	}
+	return m
+}
+
+// plus adds two rules' counts.
+func (s ruleStats) plus(o ruleStats) ruleStats {
+	return inOut(s.In.Packets+o.In.Packets, s.In.Bytes+o.In.Bytes, s.Out.Packets+o.Out.Packets, s.Out.Bytes+o.Out.Bytes)
+}
+
+// model counts what the program should: per rule the total, and per rule
+// with the option and attachment its row.
+type model struct {
+	rules  []netip.Prefix
+	option map[netip.Prefix]bool
+	totals map[netip.Prefix]ruleStats
+	rows   map[netip.Prefix]map[string]ruleStats // by the attachment's name (see where)
+}
+
+func newModel() *model {
+	return &model{option: map[netip.Prefix]bool{}, totals: map[netip.Prefix]ruleStats{}, rows: map[netip.Prefix]map[string]ruleStats{}}
+}
+
+// add adds a rule, or sets its option, as the binary does in add.
+func (m *model) add(t *testing.T, p *testnet.Pair, dir, r string, option bool) {
+	t.Helper()
+	args := []string{"add", "--ip-address", r}
+	if option {
+		args = append(args, "--by-interface")
+	}
+	ok(t, p, dir, args...)
+	pr := netip.MustParsePrefix(r)
+	if !slices.Contains(m.rules, pr) {
+		m.rules = append(m.rules, pr)
+	}
+	m.option[pr] = option
+}
+
+// count counts n copies of frame f seen by the attachment named at.
+func (m *model) count(at string, f frame.Frame, n uint64) {
+	size := uint64(len(f.Bytes()))
+	for _, side := range []struct {
+		a  netip.Addr
+		in bool
+	}{{f.Src, false}, {f.Dst, true}} {
+		var best netip.Prefix
+		for _, r := range m.rules {
+			if r.Contains(side.a) && (!best.IsValid() || r.Bits() > best.Bits()) {
+				best = r
+			}
+		}
+		if !best.IsValid() {
+			continue
+		}
+		c := inOut(0, 0, n, n*size)
+		if side.in {
+			c = inOut(n, n*size, 0, 0)
+		}
+		m.totals[best] = m.totals[best].plus(c)
+		if m.option[best] {
+			if m.rows[best] == nil {
+				m.rows[best] = map[string]ruleStats{}
+			}
+			m.rows[best][at] = m.rows[best][at].plus(c)
+		}
+	}
+}
+
+// where names a row's attachment as the model does: "interface/netns
+// direction hook".
+func where(r interfaceRow) string {
+	return fmt.Sprintf("%s/%d %s %s", r.Interface, r.Netns, r.Direction, r.Hook)
+}
+
+// check compares stats --by-interface --json, and stats --json, with the
+// model, exactly, waiting for the counts of frames still in flight.
+func (m *model) check(t *testing.T, p *testnet.Pair, dir string) {
+	t.Helper()
+	var diff string
+	testnet.Eventually(5*time.Second, func() bool {
+		diff = m.diff(byInterface(t, p, dir))
+		return diff == ""
+	})
+	if diff != "" {
+		t.Fatalf("stats --by-interface --json:\n%s", diff)
+	}
+	want := map[string]ruleStats{}
+	for _, r := range m.rules {
+		want[r.String()] = m.totals[r]
+	}
+	checkJSON(t, p, dir, want)
+}
+
+// diff says how a reading of stats --by-interface --json differs from the
+// model, or "".
+func (m *model) diff(got map[string]breakdown) string {
+	var d []string
+	if len(got) != len(m.rules) {
+		d = append(d, fmt.Sprintf("%d rules, want %d", len(got), len(m.rules)))
+	}
+	for _, r := range m.rules {
+		g := got[r.String()]
+		w := m.totals[r]
+		w.Rule = r.String()
+		if g.ruleStats != w {
+			d = append(d, fmt.Sprintf("%s: total %+v, want %+v", r, g.ruleStats, w))
+		}
+		if !m.option[r] {
+			if g.Interfaces != nil || g.Remainder != nil {
+				d = append(d, fmt.Sprintf("%s, without the option: rows %+v, remainder %+v", r, g.Interfaces, g.Remainder))
+			}
+			continue
+		}
+		rows := map[string]ruleStats{}
+		for _, row := range g.Interfaces {
+			row.Rule = ""
+			if _, dup := rows[where(row)]; dup {
+				d = append(d, fmt.Sprintf("%s: two rows of %s", r, where(row)))
+			}
+			rows[where(row)] = row.ruleStats
+		}
+		for at, w := range m.rows[r] {
+			if rows[at] != w {
+				d = append(d, fmt.Sprintf("%s at %s: %+v, want %+v", r, at, rows[at], w))
+			}
+		}
+		for at, g := range rows {
+			if _, ok := m.rows[r][at]; !ok {
+				d = append(d, fmt.Sprintf("%s at %s: %+v, want no row", r, at, g))
+			}
+		}
+	}
+	slices.Sort(d)
+	return strings.Join(d, "\n")
+}
+
+// netnsOf returns the inode of namespace NS[0] of p.
+func netnsOf(t *testing.T, p *testnet.Pair) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := p.Do(0, func() error { return unix.Stat("/proc/thread-self/ns/net", &st) }); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestByInterface counts known frames on two interfaces, one loaded for
+// ingress with XDP and one for both directions, under nested rules with
+// and without the option, one of which gets the option after it counted.
+func TestByInterface(t *testing.T) {
+	a, b := testnet.NewPair(t), testnet.NewPair(t)
+	dir := testnet.PinDir(t)
+	ok(t, a, dir, "load", "--dev", a.Dev[0], "--mode", "native")
+	ok(t, b, dir, "load", "--dev", b.Dev[0], "--direction", "both", "--mode", "native")
+	nsA, nsB := netnsOf(t, a), netnsOf(t, b)
+	aIn := fmt.Sprintf("%s/%d ingress xdp", a.Dev[0], nsA)
+	bIn := fmt.Sprintf("%s/%d ingress xdp", b.Dev[0], nsB)
+	bOut := fmt.Sprintf("%s/%d egress tc", b.Dev[0], nsB)
+
+	m := newModel()
+	for _, r := range []struct {
+		rule   string
+		option bool
+	}{
+		{"10.0.0.0/8", true}, {"10.1.0.0/16", true}, {"10.1.2.0/24", false}, {"10.1.2.3/32", true},
+		{"192.0.2.0/24", false}, {"198.51.100.0/24", false},
+		{"2001:db8::/32", true}, {"2001:db8:1::/48", false}, {"fd00::/8", true},
+	} {
+		m.add(t, a, dir, r.rule, r.option)
+	}
+	f := func(src, dst string, payload int) frame.Frame {
+		return frame.Frame{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Payload: payload}
+	}
+	// sendOn sends n copies of fr through the attachment at: into
+	// Dev[0] of p for ingress, out of it for egress.
+	sendOn := func(p *testnet.Pair, at string, fr frame.Frame, n int) {
+		t.Helper()
+		from := p
+		if strings.HasSuffix(at, "egress tc") {
+			from = p.Peer()
+		}
+		if err := from.Send(repeat(fr.Bytes(), n)...); err != nil {
+			t.Fatal(err)
+		}
+		m.count(at, fr, uint64(n))
+	}
+	round := func() {
+		sendOn(a, aIn, f("10.2.0.1", "192.0.2.9", 20), 3)
+		sendOn(a, aIn, f("10.1.5.5", "10.1.2.7", 100), 2)
+		sendOn(a, aIn, f("10.1.2.3", "10.1.2.4", 64), 1)
+		sendOn(b, bIn, f("192.0.2.1", "10.9.9.9", 300), 4)
+		sendOn(b, bIn, f("198.51.100.7", "10.1.2.3", 10), 2)
+		sendOn(b, bOut, f("10.1.0.1", "10.3.0.1", 40), 5)
+		sendOn(b, bOut, f("198.51.100.1", "203.0.113.1", 0), 1)
+		sendOn(a, aIn, f("2001:db8::1", "fd00::1", 30), 2)
+		sendOn(b, bOut, f("2001:db8:1::5", "2001:db8:2::1", 7), 3)
+		sendOn(b, bIn, f("fd12::1", "2001:db8:ffff::9", 1000), 1)
+	}
+	round()
+	m.check(t, a, dir)
+
+	// Options set on rules that counted: their remainder keeps what they
+	// counted before; taken off a rule, its rows go to its total.
+	m.add(t, a, dir, "198.51.100.0/24", true)
+	m.add(t, a, dir, "10.1.2.0/24", true)
+	m.add(t, a, dir, "fd00::/8", false)
+	round()
+	m.check(t, a, dir)
+	got := byInterface(t, a, dir)
+	if r := got["198.51.100.0/24"]; r.Remainder == nil || r.Remainder.Packets != 3 {
+		t.Errorf("198.51.100.0/24 got the option after 3 frames: remainder %+v, want those 3", r.Remainder)
+	}
+
+	// One rule asked for; the table.
+	if one := byInterface(t, a, dir, "--ip-address", "10.1.0.0/16"); len(one) != 1 || len(one["10.1.0.0/16"].Interfaces) != 2 {
+		t.Errorf("stats --by-interface --ip-address 10.1.0.0/16: %+v", one)
+	}
+	table := ok(t, a, dir, "stats", "--by-interface")
+	for _, want := range []string{"  " + a.Dev[0] + " #", "(ingress, xdp)", "(egress, tc)", "  remainder"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("stats --by-interface printed\n%s\nwithout %q", table, want)
+		}
+	}
+	fails(t, a, dir, "no such rule", "stats", "--by-interface", "--ip-address", "10.9.0.0/16")
+
+	// Unloaded, an attachment's rows stay, marked; a rule deleted and
+	// added again has none.
+	ok(t, b, dir, "unload", "--dev", b.Dev[0], "--direction", "egress")
+	m.check(t, a, dir)
+	for _, row := range byInterface(t, a, dir)["10.1.0.0/16"].Interfaces {
+		if row.Loaded != (where(row) != bOut) {
+			t.Errorf("row %s: loaded %v after the egress was unloaded", where(row), row.Loaded)
+		}
+	}
+	if table := ok(t, a, dir, "stats", "--by-interface"); !strings.Contains(table, "egress, tc, unloaded)") {
+		t.Errorf("stats --by-interface does not mark the unloaded attachment:\n%s", table)
+	}
+	ok(t, a, dir, "del", "--ip-address", "10.1.0.0/16")
+	ok(t, a, dir, "add", "--ip-address", "10.1.0.0/16", "--by-interface")
+	m.totals[netip.MustParsePrefix("10.1.0.0/16")] = inOut(0, 0, 0, 0)
+	delete(m.rows, netip.MustParsePrefix("10.1.0.0/16"))
+	m.check(t, a, dir)
+}
+
+// TestByInterfaceIdentity counts on an interface, deletes it and makes
+// another of the same name (another index), then on an interface of the
+// same name in another network namespace: three attachments, three rows,
+// never mixed.
+func TestByInterfaceIdentity(t *testing.T) {
+	a, c := testnet.NewPair(t), testnet.NewPair(t)
+	dir := testnet.PinDir(t)
+	name := a.Dev[0]
+	ok(t, a, dir, "add", "--ip-address", "10.0.0.0/8", "--by-interface")
+	fr := frame.Frame{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.1"), Payload: 50}
+	size := uint64(len(fr.Bytes()))
+	send := func(p *testnet.Pair, n int) {
+		t.Helper()
+		if err := p.Send(repeat(fr.Bytes(), n)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok(t, a, dir, "load", "--dev", name, "--mode", "native")
+	first, _ := a.Index(0)
+	send(a, 2)
+
+	// The same name, another index: the pair made again.
+	sh(t, a, "ip", "link", "del", name)
+	sh(t, a, "ip", "link", "add", name, "type", "veth", "peer", "name", a.Dev[1], "netns", a.NS[1])
+	sh(t, a, "ip", "link", "set", name, "up")
+	sh(t, a.Peer(), "ip", "link", "set", a.Dev[1], "up")
+	second, _ := a.Index(0)
+	if second == first {
+		t.Fatalf("the interface made again has the same index %d", first)
+	}
+	ok(t, a, dir, "load", "--dev", name, "--mode", "native")
+	send(a, 3)
+
+	// The same name in another namespace.
+	sh(t, c, "ip", "link", "set", c.Dev[0], "down")
+	sh(t, c, "ip", "link", "set", c.Dev[0], "name", name)
+	sh(t, c, "ip", "link", "set", name, "up")
+	c.Dev[0] = name
+	ok(t, c, dir, "load", "--dev", name, "--mode", "native")
+	send(c, 4)
+
+	nsA, nsC := netnsOf(t, a), netnsOf(t, c)
+	want := map[string]struct {
+		packets uint64
+		loaded  bool
+	}{
+		fmt.Sprintf("%d/%d", nsA, first):  {2, false},
+		fmt.Sprintf("%d/%d", nsA, second): {3, true},
+	}
+	idx, _ := c.Index(0)
+	want[fmt.Sprintf("%d/%d", nsC, idx)] = struct {
+		packets uint64
+		loaded  bool
+	}{4, true}
+	var rows []interfaceRow
+	testnet.Eventually(5*time.Second, func() bool {
+		rows = byInterface(t, a, dir)["10.0.0.0/8"].Interfaces
+		n := uint64(0)
+		for _, r := range rows {
+			n += r.Out.Packets
+		}
+		return n == 9
+	})
+	if len(rows) != 3 {
+		t.Fatalf("rows %+v, want 3", rows)
+	}
+	numbers := map[uint32]bool{}
+	for _, r := range rows {
+		w, found := want[fmt.Sprintf("%d/%d", r.Netns, r.Ifindex)]
+		if !found || r.Interface != name || r.Out != (counter{w.packets, w.packets * size}) || r.Loaded != w.loaded || numbers[r.Attachment] {
+			t.Errorf("row %+v, want one of %+v", r, want)
+		}
+		numbers[r.Attachment] = true
+	}
+}
