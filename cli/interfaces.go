@@ -199,3 +199,38 @@ func pruneRegistry(dir string) error {
 	defer set.Close()
 	return pindir.PruneRegistry(set)
 }
+
+// interfaceRowsStatus is what status shows of the per-interface rows:
+// per family the rows made and the table's capacity, and the frames that
+// found it full (counted in their rule's remainder, not in a row).
+type interfaceRowsStatus struct {
+	Rows     familyCounts `json:"rows"`
+	Capacity familyCounts `json:"capacity"`
+	Full     familyCounts `json:"frames_full"`
+}
+
+// interfaceRowsOf reads the status of the per-interface rows of set.
+func interfaceRowsOf(set *maps.Set) (interfaceRowsStatus, error) {
+	var st interfaceRowsStatus
+	v4, v6, err := set.InterfaceRowsUsed()
+	if err != nil {
+		return st, err
+	}
+	full, err := set.Full()
+	if err != nil {
+		return st, err
+	}
+	st.Rows = familyCounts{v4, v6}
+	st.Capacity = familyCounts{int(set.IfaceV4.MaxEntries()), int(set.IfaceV6.MaxEntries())}
+	st.Full = familyCounts{int(full[maps.FullInterfacesV4]), int(full[maps.FullInterfacesV6])}
+	return st, nil
+}
+
+// String says what the rows take, and what found no room, for people.
+func (st interfaceRowsStatus) String() string {
+	s := fmt.Sprintf("%d IPv4 of %d, %d IPv6 of %d", st.Rows.IPv4, st.Capacity.IPv4, st.Rows.IPv6, st.Capacity.IPv6)
+	if st.Full.IPv4+st.Full.IPv6 > 0 {
+		s += fmt.Sprintf("; tables full for %d IPv4 and %d IPv6 frames, counted in their rules' remainders (see --interface-rows)", st.Full.IPv4, st.Full.IPv6)
+	}
+	return s
+}

@@ -381,3 +381,51 @@ func TestByInterfaceIdentity(t *testing.T) {
 		numbers[r.Attachment] = true
 	}
 }
+
+// TestByInterfaceFull fills a table of 2 rows (--interface-rows 2): the
+// frames of a third rule count in its total and remainder, none is lost,
+// and status shows the rows, the capacity and the frames that found no
+// room.
+func TestByInterfaceFull(t *testing.T) {
+	p := testnet.NewPair(t)
+	dir := testnet.PinDir(t)
+	ok(t, p, dir, "load", "--dev", p.Dev[0], "--mode", "native", "--interface-rows", "2")
+	m := newModel()
+	at := fmt.Sprintf("%s/%d ingress xdp", p.Dev[0], netnsOf(t, p))
+	for _, r := range []string{"10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"} {
+		m.add(t, p, dir, r, true)
+	}
+	for i, src := range []string{"10.1.0.1", "10.2.0.1", "10.3.0.1"} {
+		fr := frame.Frame{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("192.0.2.1"), Payload: 10 * i}
+		if err := p.Send(repeat(fr.Bytes(), i+1)...); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			m.count(at, fr, uint64(i+1))
+		} else {
+			// No room for its row: its total only.
+			m.option[netip.MustParsePrefix("10.3.0.0/16")] = false
+			m.count(at, fr, uint64(i+1))
+			m.option[netip.MustParsePrefix("10.3.0.0/16")] = true
+		}
+	}
+	m.check(t, p, dir)
+	if r := byInterface(t, p, dir)["10.3.0.0/16"]; r.Remainder == nil || r.Remainder.Packets != 3 {
+		t.Errorf("10.3.0.0/16 found the table full: remainder %+v, want its 3 frames", r.Remainder)
+	}
+	var st struct {
+		InterfaceRows struct {
+			Rows, Capacity, FramesFull struct{ IPv4, IPv6 int }
+		} `json:"interface_rows"`
+	}
+	out := ok(t, p, dir, "status", "--json")
+	if err := json.Unmarshal([]byte(strings.ReplaceAll(out, "frames_full", "FramesFull")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if r := st.InterfaceRows; r.Rows.IPv4 != 2 || r.Capacity.IPv4 != 2 || r.Capacity.IPv6 != 2 || r.FramesFull.IPv4 != 3 || r.FramesFull.IPv6 != 0 {
+		t.Errorf("status --json: interface_rows %+v", r)
+	}
+	if out := ok(t, p, dir, "status"); !strings.Contains(out, "per-interface rows: 2 IPv4 of 2, 0 IPv6 of 2; tables full for 3 IPv4 and 0 IPv6 frames") {
+		t.Errorf("status printed\n%s", out)
+	}
+}
