@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"github.com/traffic-meter/traffic_meter/internal/attach"
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/internal/rule"
+	"github.com/traffic-meter/traffic_meter/internal/savefile"
 	"github.com/traffic-meter/traffic_meter/internal/textfmt"
 	"github.com/traffic-meter/traffic_meter/internal/watch"
 	"github.com/traffic-meter/traffic_meter/maps"
@@ -61,14 +63,18 @@ func (s *StatsCmd) readByInterface(set *maps.Set) (*byInterface, error) {
 
 // label names the attachment of a row for people: its interface (and
 // network namespace when not the caller's), its number, direction and
-// hook, and "unloaded" when it is gone.
+// hook, and "unloaded" when it is gone, "restored" when restore made it
+// for saved rows.
 func (b *byInterface) label(n uint32) string {
 	r, ok := b.records[n]
 	if !ok {
 		return fmt.Sprintf("attachment #%d (unknown, unloaded)", n)
 	}
 	s := fmt.Sprintf("%s #%d (%s, %s", attach.RecordWhere(r), n, r.Direction, r.Hook)
-	if !b.loaded(r) {
+	switch {
+	case r.ProgID == 0:
+		s += ", restored" // made by restore (maps.Set.RestoreAttachment)
+	case !b.loaded(r):
 		s += ", unloaded"
 	}
 	return s + ")"
@@ -233,4 +239,76 @@ func (st interfaceRowsStatus) String() string {
 		s += fmt.Sprintf("; tables full for %d IPv4 and %d IPv6 frames, counted in their rules' remainders (see --interface-rows)", st.Full.IPv4, st.Full.IPv6)
 	}
 	return s
+}
+
+// savedRules reads what save writes: every rule and its counters, and
+// the per-interface rows, with their attachments' identities, of the rules
+// with the option (the rows read first, see maps.Set.InterfaceBreakdowns).
+// A row whose attachment the registry lacks (none is left so) is not
+// saved: restored, its counts are in its rule's remainder.
+func savedRules(set *maps.Set) ([]maps.RuleStats, savefile.Rows, error) {
+	all, err := set.InterfaceBreakdowns(maps.Rule{})
+	if err != nil {
+		return nil, nil, err
+	}
+	records, err := set.Attachments()
+	if err != nil {
+		return nil, nil, err
+	}
+	byNumber := make(map[uint32]maps.AttachmentRecord, len(records))
+	for _, r := range records {
+		byNumber[r.Number] = r
+	}
+	rules := make([]maps.RuleStats, len(all))
+	rows := savefile.Rows{}
+	for i, b := range all {
+		rules[i] = b.RuleStats
+		for _, r := range b.Rows {
+			if rec, ok := byNumber[r.Attachment]; ok {
+				rows[b.Rule] = append(rows[b.Rule], savefile.Interface{Attachment: rec, Stats: r.Stats})
+			}
+		}
+	}
+	return rules, rows, nil
+}
+
+// restoreRows writes the saved per-interface rows of the rules restore
+// added (not those present, which kept their counters), after the rules:
+// each under an attachment of the registry that no program counts under
+// (maps.Set.RestoreAttachment), so that no frame counted meanwhile is
+// overwritten. Rows it cannot write (a full table) leave their counts in
+// their rules' remainders, with a warning.
+func (c *Context) restoreRows(set *maps.Set, rows savefile.Rows, present []maps.Rule) {
+	skip := make(map[maps.Rule]bool, len(present))
+	for _, r := range present {
+		skip[r] = true
+	}
+	numbers := map[maps.AttachmentRecord]uint32{}
+	failed := 0
+	var first error
+	for r, saved := range rows {
+		if skip[r] {
+			continue
+		}
+		var err error
+		for _, s := range saved {
+			n, ok := numbers[s.Attachment]
+			if !ok {
+				if n, err = set.RestoreAttachment(s.Attachment); err != nil {
+					break
+				}
+				numbers[s.Attachment] = n
+			}
+			if err = set.AddInterfaceRow(maps.InterfaceRow{Rule: r, Attachment: n, Stats: s.Stats}); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			failed++
+			first = cmp.Or(first, err)
+		}
+	}
+	if failed > 0 {
+		c.Notice("could not restore the per-interface rows of %d rules (%v): what they counted is in the rules' remainders", failed, withFix(first))
+	}
 }

@@ -83,5 +83,5 @@ func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
 // with one rule per line: the items of a saved-counters file, with the
 // rules' totals.
 func writeStatsJSON(w io.Writer, rows []maps.RuleStats) error {
-	return savefile.WriteRules(w, []byte(`{"rules":[`), rows, true)
+	return savefile.WriteRules(w, []byte(`{"rules":[`), rows, nil, true)
 }

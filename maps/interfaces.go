@@ -275,20 +275,16 @@ func removeOrphanRows[K key, R rowKey](f family[K], t rows[K, R]) (int, error) {
 	return t.deleteWhere(func(k K, _ uint32) bool { return !keep[k] })
 }
 
-// RestoreInterfaceRow writes a saved row, its counts on the first CPU, in
-// place of any row of that rule and attachment.
-func (s *Set) RestoreInterfaceRow(row InterfaceRow) error {
-	perCPU := make([]Stats, ebpf.MustPossibleCPU())
-	perCPU[0] = row.Stats
+// AddInterfaceRow adds the counts of a saved row to the row of its rule
+// and attachment, making it if need be: restore's, under an attachment
+// that no program counts under (RestoreAttachment), so that reading the
+// row and writing it back loses nothing.
+func (s *Set) AddInterfaceRow(row InterfaceRow) error {
 	var err error
 	if row.Rule.Addr().Is4() {
-		err = retryNoMem(func() (int, error) {
-			return 0, s.IfaceV4.Update(RowKey4{Key4Of(row.Rule), row.Attachment}, perCPU, ebpf.UpdateAny)
-		})
+		err = addRow(s.IfaceV4, RowKey4{Key4Of(row.Rule), row.Attachment}, row.Stats)
 	} else {
-		err = retryNoMem(func() (int, error) {
-			return 0, s.IfaceV6.Update(RowKey6{Key6Of(row.Rule), row.Attachment}, perCPU, ebpf.UpdateAny)
-		})
+		err = addRow(s.IfaceV6, RowKey6{Key6Of(row.Rule), row.Attachment}, row.Stats)
 	}
 	if errors.Is(err, unix.E2BIG) {
 		return fmt.Errorf("%w (%d per family)", ErrRowsFull, s.IfaceV4.MaxEntries())
@@ -297,6 +293,39 @@ func (s *Set) RestoreInterfaceRow(row InterfaceRow) error {
 		return fmt.Errorf("write a per-interface row of %s: %w", row.Rule, err)
 	}
 	return nil
+}
+
+// addRow adds st to the row of key k of m, on the first CPU.
+func addRow[R rowKey](m *ebpf.Map, k R, st Stats) error {
+	perCPU := make([]Stats, ebpf.MustPossibleCPU())
+	if err := m.Lookup(k, perCPU); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	perCPU[0] = perCPU[0].Add(st)
+	return retryNoMem(func() (int, error) { return 0, m.Update(k, perCPU, ebpf.UpdateAny) })
+}
+
+// RestoreAttachment returns the number under which restore writes the
+// saved rows of attachment r (its identity and name; its number and
+// program are not saved): that of an attachment of the registry that no
+// program counts under (ProgID 0: one restore made) with the same
+// identity and name, else a new one (NextAttachment) recorded so. Such an
+// attachment shows as unloaded, and no program ever gets its number.
+func (s *Set) RestoreAttachment(r AttachmentRecord) (uint32, error) {
+	records, err := s.Attachments()
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range records {
+		if e.ProgID == 0 && e.Netns == r.Netns && e.Ifindex == r.Ifindex && e.Direction == r.Direction && e.Hook == r.Hook && e.Ifname == r.Ifname {
+			return e.Number, nil
+		}
+	}
+	if r.Number, err = s.NextAttachment(); err != nil {
+		return 0, err
+	}
+	r.ProgID, r.LoadedAt = 0, time.Now()
+	return r.Number, s.RecordAttachment(r)
 }
 
 // ErrRowsFull says that a family's table of per-interface rows is full.

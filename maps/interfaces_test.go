@@ -17,7 +17,7 @@ func TestInterfaceRows(t *testing.T) {
 	st := func(n uint64) Stats { return Stats{In: Counter{n, 100 * n}, Out: Counter{2 * n, 200 * n}} }
 	rows := []InterfaceRow{{r4, 2, st(1)}, {r4, 1, st(2)}, {netip.MustParsePrefix("10.0.0.0/8"), 1, st(3)}, {r6, 7, st(4)}}
 	for _, row := range rows {
-		if err := s.RestoreInterfaceRow(row); err != nil {
+		if err := s.AddInterfaceRow(row); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -33,7 +33,7 @@ func TestInterfaceRows(t *testing.T) {
 	if v4, v6, err := s.InterfaceRowsUsed(); err != nil || v4 != 3 || v6 != 1 {
 		t.Fatalf("used %d, %d (%v), want 3, 1", v4, v6, err)
 	}
-	if err := s.RestoreInterfaceRow(InterfaceRow{r4, 9, st(1)}); !errors.Is(err, ErrRowsFull) {
+	if err := s.AddInterfaceRow(InterfaceRow{r4, 9, st(1)}); !errors.Is(err, ErrRowsFull) {
 		t.Fatalf("a fourth IPv4 row in a table of 3: %v, want ErrRowsFull", err)
 	}
 	if n, err := s.NextAttachment(); err != nil || n != 8 {
@@ -81,7 +81,7 @@ func TestRegistry(t *testing.T) {
 	}
 	// Attachment 2 is gone but a row carries it; 3 is gone and carried
 	// by none; 1 is there.
-	if err := s.RestoreInterfaceRow(InterfaceRow{netip.MustParsePrefix("10.0.0.0/8"), 2, Stats{}}); err != nil {
+	if err := s.AddInterfaceRow(InterfaceRow{netip.MustParsePrefix("10.0.0.0/8"), 2, Stats{}}); err != nil {
 		t.Fatal(err)
 	}
 	pruned, err := s.PruneAttachments(func(r AttachmentRecord) bool { return r.Number == 1 })
@@ -111,7 +111,7 @@ func TestInterfaceOptions(t *testing.T) {
 	a, b, c := netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("10.0.1.0/24")
 	row := func(r Rule, n uint32) {
 		t.Helper()
-		if err := s.RestoreInterfaceRow(InterfaceRow{r, n, Stats{In: Counter{1, 60}}}); err != nil {
+		if err := s.AddInterfaceRow(InterfaceRow{r, n, Stats{In: Counter{1, 60}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
