@@ -496,3 +496,18 @@ func (s Stats) less(o Stats) Stats {
 	return Stats{In: Counter{sub(s.In.Packets, o.In.Packets), sub(s.In.Bytes, o.In.Bytes)},
 		Out: Counter{sub(s.Out.Packets, o.Out.Packets), sub(s.Out.Bytes, o.Out.Bytes)}}
 }
+
+// ByInterface reports whether rule r is a rule with the option
+// by-interface: a reader of the rows alone (the exporter's) shows only
+// theirs, not those a killed change left to its repair.
+func (s *Set) ByInterface(r Rule) (bool, error) {
+	var o Options
+	var has bool
+	var err error
+	if r.Addr().Is4() {
+		o, has, err = s.v4().options(Key4Of(r))
+	} else {
+		o, has, err = s.v6().options(Key6Of(r))
+	}
+	return has && o.ByInterface, err
+}
