@@ -174,8 +174,11 @@ func (b *byInterface) writeJSON(w io.Writer) error {
 
 // runByInterface is stats --by-interface.
 func (s *StatsCmd) runByInterface(c *Context) error {
-	if s.live() || s.Sort != "" || s.Top > 0 {
-		return errors.New("--by-interface shows every rule in order, with its rows: give it without --watch, --sort and --top")
+	if s.live() {
+		return s.show(c, s.readingByInterface)
+	}
+	if s.Sort != "" || s.Top > 0 {
+		return errors.New("--by-interface without --watch shows every rule in order, with its rows: give --sort and --top with --watch, or leave them out")
 	}
 	var b *byInterface
 	err := c.read(func(set *maps.Set) (err error) {
@@ -311,4 +314,26 @@ func (c *Context) restoreRows(set *maps.Set, rows savefile.Rows, present []maps.
 	if failed > 0 {
 		c.Notice("could not restore the per-interface rows of %d rules (%v): what they counted is in the rules' remainders", failed, withFix(first))
 	}
+}
+
+// readingByInterface reads stats --by-interface for the --watch view:
+// the rules, and under each rule with the option its rows and remainder
+// as parts, each with its own rate.
+func (s *StatsCmd) readingByInterface(set *maps.Set) (watch.Reading, error) {
+	b, err := s.readByInterface(set)
+	if err != nil {
+		return watch.Reading{}, err
+	}
+	r := watch.Reading{Parts: map[maps.Rule][]watch.Part{}}
+	for _, rule := range b.rules {
+		r.Stats = append(r.Stats, rule.RuleStats)
+		if !rule.Options.ByInterface {
+			continue
+		}
+		for _, ir := range rule.Rows {
+			r.Parts[rule.Rule] = append(r.Parts[rule.Rule], watch.Part{Key: fmt.Sprint(ir.Attachment), Label: b.label(ir.Attachment), Stats: ir.Stats})
+		}
+		r.Parts[rule.Rule] = append(r.Parts[rule.Rule], watch.Part{Key: remainderLabel, Label: remainderLabel, Stats: rule.Remainder})
+	}
+	return r, nil
 }

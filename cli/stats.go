@@ -30,7 +30,7 @@ func (s *StatsCmd) Run(c *Context) error {
 		return s.runByInterface(c)
 	}
 	if s.live() {
-		return s.show(c, s.read)
+		return s.show(c, rulesOnly(s.read))
 	}
 	var rows []maps.RuleStats
 	err := c.read(func(set *maps.Set) (err error) {

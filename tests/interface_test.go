@@ -286,6 +286,13 @@ func TestByInterface(t *testing.T) {
 		}
 	}
 	fails(t, a, dir, "no such rule", "stats", "--by-interface", "--ip-address", "10.9.0.0/16")
+	// The --watch view, once: a rate per row.
+	view := ok(t, a, dir, "stats", "--by-interface", "--sort", "rate", "--interval", "100ms")
+	for _, want := range []string{"PACKETS/S", "  " + a.Dev[0] + " #", "  remainder "} {
+		if !strings.Contains(view, want) {
+			t.Errorf("stats --by-interface --sort rate printed\n%s\nwithout %q", view, want)
+		}
+	}
 
 	// Unloaded, an attachment's rows stay, marked; a rule deleted and
 	// added again has none.

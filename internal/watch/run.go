@@ -13,6 +13,8 @@ import (
 type Reading struct {
 	Stats      []maps.RuleStats
 	Interfaces []string
+	// Parts are the parts of rules shown under them (Part), by rule.
+	Parts map[maps.Rule][]Part
 }
 
 // Config says what Run reads, how often, and how it draws.
@@ -57,7 +59,7 @@ func Run(ctx context.Context, w io.Writer, c Config) error {
 			return err
 		}
 		now := time.Now()
-		rows := m.Next(now, r.Stats)
+		rows := m.NextReading(now, r)
 		Sort(rows, c.Order)
 		top := c.Top
 		if c.Terminal && c.Height != nil {
