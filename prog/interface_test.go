@@ -3,9 +3,15 @@ package prog
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
+	"sync"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/traffic-meter/traffic_meter/internal/frame"
+	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
@@ -128,6 +134,71 @@ func TestInterfaceRows(t *testing.T) {
 					t.Fatalf("totals %v, want %v", got, wantTotals)
 				}
 			})
+		}
+	}
+}
+
+// TestInterfaceRowsRace runs the first frames of 2,000 rules' rows on
+// two CPUs at once, in the same order, so that both often try to make the
+// same row: the one that finds it made by the other (EEXIST) adds to it,
+// and every row equals its rule's total.
+func TestInterfaceRowsRace(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		testnet.Unavailable(t, "needs two CPUs")
+	}
+	h := available(t, XDPMultiBuffer)
+	h.Attachment = 5
+	p, set := setupOn(t, h, maps.Capacity{MaxRules: 4096})
+	p.Close()
+	p, err := Load(h, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const n = 2000
+	var frames [][]byte
+	for i := range n {
+		a := netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})
+		if _, _, err := set.Add(netip.PrefixFrom(a, 32), maps.Options{ByInterface: true}); err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, frame.Frame{Src: a, Dst: ip("192.0.2.1"), Payload: 10}.Bytes())
+	}
+	if err := set.EndChange(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for cpu := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			var cpus unix.CPUSet
+			cpus.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &cpus); err != nil {
+				t.Error(err)
+				return
+			}
+			<-start
+			for _, f := range frames {
+				if _, err := p.Run(&ebpf.RunOptions{Data: f}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	rows := rowsOf(t, set)
+	totals := counts(t, set)
+	if len(rows) != n || len(totals) != n {
+		t.Fatalf("%d rows, %d rules counted, want %d", len(rows), len(totals), n)
+	}
+	for r, st := range totals {
+		if st.Out.Packets != 2 || rows[r+"#5"] != st {
+			t.Fatalf("%s: total %v, row %v, want both 2 frames", r, st, rows[r+"#5"])
 		}
 	}
 }
