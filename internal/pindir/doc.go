@@ -36,8 +36,8 @@
 //	 directory if empty
 //	create the set (first load, add,
 //	import or restore):
-//	 create and pin the 7 maps, one by     1 to 6 maps pinned, the             repair: unpins them; readers see
-//	 one, the generation first, odd        generation odd                      no maps (maps.ErrNotLoaded)
+//	 create and pin the maps (maps.Names)  some of the maps pinned, the        repair: unpins them; readers see
+//	 one by one, the layout's mark first   generation odd                      no maps (maps.ErrNotLoaded)
 //	add, import, restore, each new rule:
 //	 its stats entry (zero or saved)       a stats entry without a rule        repair: deletes it; readers never
 //	                                                                           show it (rules come from the tries)
@@ -47,6 +47,28 @@
 //	restore:
 //	 the rule out of its trie              a stats entry without a rule        repair: deletes it
 //	 its stats entry                       -                                   -
+//	 its per-interface rows, if it had     rows without a rule                 repair: deletes them
+//	 the option                                                                (maps.Set.RemoveOrphanRows)
+//	add with --by-interface (import,
+//	restore, an add that sets it):
+//	 after the stats entry, the rows a     no rows under the key, the rule     -
+//	 killed change left under the key      without the option yet
+//	 the trie value with the option        the rule counting rows              -
+//	taking the option off (add again
+//	without it):
+//	 the trie value without the option     rows of a rule without the option   repair: deletes them; readers show
+//	                                                                           rows of rules with the option only
+//	 its per-interface rows                -                                   -
+//	restore, after the rules: the rows
+//	of the rules it added:
+//	 record an attachment marked           a registry entry without rows       repair: removes it (PruneRegistry)
+//	 restored, for each identity saved
+//	 each row, under it                    some rows: the others' counts in    -
+//	                                       their rules' remainders
+//	load, each attachment, before the
+//	steps below:
+//	 load the program with a new number,   a registry entry, no attachment:    repair: removes it if no row carries
+//	 record it in the registry             shown unloaded                      it (PruneRegistry)
 //	load, XDP or TCX bpf_link:
 //	 attach with a new link                nothing: a link not pinned closes   -
 //	                                       with the process, detaching
@@ -68,13 +90,16 @@
 //	 detach (TC: the filter, then the      a pin of an attachment that is      every change prunes the pin
 //	 clsact qdisc we made if unused)       gone
 //	 remove its pin                        -                                   -
+//	 after the last, unless the maps go:   -                                   -
+//	 remove from the registry the
+//	 attachments gone that no row carries
 //	unload, after the last attachment
 //	(Dir.RemoveIfUnused):
 //	 remove links/                         "changing" and a whole set          repair: mends it (nothing to mend);
 //	                                                                           the next load makes links/ again
 //	 mark "removing"                       the marks and a whole set           repair: "removing" and no attachment:
-//	 unpin the 7 maps, one by one, the     the marks and 0 to 6 maps           unpins the set; the change's tidy
-//	 generation last
+//	 unpin the maps, one by one, the       the marks and some of the maps      unpins the set; the change's tidy
+//	 layout's mark last
 //	                                                                           removes the directory
 //	 remove the marks, the directory       an empty directory                  the next change's tidy
 //
