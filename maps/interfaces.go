@@ -241,17 +241,38 @@ func (s *Set) InterfaceRows() ([]InterfaceRow, error) {
 
 // deleteRows deletes every per-interface row of the rule of key k: what
 // cleanupOptions does when the rule loses the option or goes, and
-// prepareOptions when it gets it (rows a killed change may have left
-// under its key).
+// prepareOptions when it gets it (rows left under its key by a frame in
+// flight while the rule went). A row carries the number of an attachment
+// of the registry (PruneAttachments keeps those), so it deletes the key
+// with each number of the registry, a system call each, and nothing when
+// the table is empty (an import before any frame): the cost of a rule
+// does not grow with the rows of the others.
 func (f family[K]) deleteRows(k K) error {
-	var err error
-	switch k := any(k).(type) {
-	case Key4:
-		_, err = rowsV4(f.iface).deleteWhere(func(rk Key4, _ uint32) bool { return rk == k })
-	case Key6:
-		_, err = rowsV6(f.iface).deleteWhere(func(rk Key6, _ uint32) bool { return rk == k })
+	if first, err := f.iface.NextKeyBytes(nil); err != nil || first == nil {
+		return err
 	}
-	return err
+	var n uint32
+	var numbers []uint32
+	it := f.registry.Iterate()
+	for it.Next(&n, new(registryEntry)) {
+		numbers = append(numbers, n)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read the registry of attachments: %w", err)
+	}
+	for _, n := range numbers {
+		var err error
+		switch k := any(k).(type) {
+		case Key4:
+			err = f.iface.Delete(RowKey4{k, n})
+		case Key6:
+			err = f.iface.Delete(RowKey6{k, n})
+		}
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete the per-interface row of %s at attachment %d: %w", k.Rule(), n, err)
+		}
+	}
+	return nil
 }
 
 // RemoveOrphanRows deletes the per-interface rows whose rule is not in

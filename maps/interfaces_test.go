@@ -13,6 +13,7 @@ import (
 // families, fills a table, and counts them.
 func TestInterfaceRows(t *testing.T) {
 	s := newSet(t, Capacity{MaxRules: 16, InterfaceRows: 3})
+	record(t, s, 1, 2, 7)
 	r4, r6 := netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8::/64")
 	st := func(n uint64) Stats { return Stats{In: Counter{n, 100 * n}, Out: Counter{2 * n, 200 * n}} }
 	rows := []InterfaceRow{{r4, 2, st(1)}, {r4, 1, st(2)}, {netip.MustParsePrefix("10.0.0.0/8"), 1, st(3)}, {r6, 7, st(4)}}
@@ -48,6 +49,17 @@ func TestInterfaceRows(t *testing.T) {
 	got, _ = s.InterfaceRows()
 	if fmt.Sprint(got) != fmt.Sprint([]InterfaceRow{rows[2]}) {
 		t.Fatalf("after deleting the rows of %s and %s: %v", r4, r6, got)
+	}
+}
+
+// record records attachments of the given numbers in the registry: rows
+// carry the numbers of the registry's attachments.
+func record(t *testing.T, s *Set, numbers ...uint32) {
+	t.Helper()
+	for _, n := range numbers {
+		if err := s.RecordAttachment(AttachmentRecord{Number: n, Ifname: fmt.Sprint("eth", n), Direction: "ingress", Hook: "xdp"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -107,6 +119,7 @@ func TestRegistry(t *testing.T) {
 // or lack the option.
 func TestInterfaceOptions(t *testing.T) {
 	s := newSet(t, Capacity{MaxRules: 16})
+	record(t, s, 1, 2, 3)
 	with, without := Options{ByInterface: true}, Options{}
 	a, b, c := netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("10.0.1.0/24")
 	row := func(r Rule, n uint32) {

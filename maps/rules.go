@@ -35,11 +35,17 @@ type key interface {
 type family[K key] struct {
 	rules, stats *ebpf.Map
 	keyOf        func(Rule) K
-	iface        *ebpf.Map // the per-interface rows (interfaces.go)
+	// iface and registry are the per-interface rows and the registry of
+	// attachments (interfaces.go).
+	iface, registry *ebpf.Map
 }
 
-func (s *Set) v4() family[Key4] { return family[Key4]{s.RulesV4, s.StatsV4, Key4Of, s.IfaceV4} }
-func (s *Set) v6() family[Key6] { return family[Key6]{s.RulesV6, s.StatsV6, Key6Of, s.IfaceV6} }
+func (s *Set) v4() family[Key4] {
+	return family[Key4]{s.RulesV4, s.StatsV4, Key4Of, s.IfaceV4, s.Registry}
+}
+func (s *Set) v6() family[Key6] {
+	return family[Key6]{s.RulesV6, s.StatsV6, Key6Of, s.IfaceV6, s.Registry}
+}
 
 // Add adds a rule with options o: first its zero stats entry, then what
 // its options need (prepareOptions), then the rule, so that the XDP
