@@ -36,29 +36,33 @@
 //	 directory if empty
 //	create the set (first load, add,
 //	import or restore):
-//	 create and pin the maps (maps.Names)  some of the maps pinned, the        repair: unpins them; readers see
-//	 one by one, the layout's mark first   generation odd                      no maps (maps.ErrNotLoaded)
+//	 create and pin the maps, one by       some maps pinned, not all           repair: unpins them; readers see
+//	 one (maps.Names), the mark of the                                         no maps (maps.ErrNotLoaded)
+//	 layout first, the generation odd
 //	add, import, restore, each new rule:
 //	 its stats entry (zero or saved)       a stats entry without a rule        repair: deletes it; readers never
 //	                                                                           show it (rules come from the tries)
-//	 the rule, into its trie               the rule, whole; a re-run of        -
-//	                                       import or restore completes it
+//	 what its options need (below)         that, without a rule                repair: deletes it
+//	 the rule, into its trie, with its     the rule, whole; a re-run of        -
+//	 options in its value                  import or restore completes it
+//	add or import of a rule that exists,
+//	with other options:
+//	 what the new options need             that, unused by the rule            the next change of the rule's
+//	                                                                           options or its del
+//	 the trie value                        the rule with its new options       -
+//	 what only the old ones needed, out    that, unused by the rule            the next change of the rule's
+//	                                                                           options or its del
 //	del, and the undo of import and
 //	restore:
 //	 the rule out of its trie              a stats entry without a rule        repair: deletes it
-//	 its stats entry                       -                                   -
-//	 its per-interface rows, if it had     rows without a rule                 repair: deletes them
-//	 the option                                                                (maps.Set.RemoveOrphanRows)
-//	add with --by-interface (import,
-//	restore, an add that sets it):
-//	 after the stats entry, the rows a     no rows under the key, the rule     -
-//	 killed change left under the key      without the option yet
-//	 the trie value with the option        the rule counting rows              -
-//	taking the option off (add again
-//	without it):
-//	 the trie value without the option     rows of a rule without the option   repair: deletes them; readers show
-//	                                                                           rows of rules with the option only
-//	 its per-interface rows                -                                   -
+//	 its stats entry                       what its options needed             repair: deletes it
+//	 what its options needed               -                                   -
+//	per interface (--by-interface), what
+//	the option needs and leaves:
+//	 set: the rows a frame in flight left  -                                   -
+//	 under the key, deleted
+//	 left: the rule's rows, deleted        rows of a rule without the option   repair: deletes them (RemoveOrphanRows);
+//	                                       or of none                          readers show rows of rules with it only
 //	restore, after the rules: the rows
 //	of the rules it added:
 //	 record an attachment marked           a registry entry without rows       repair: removes it (PruneRegistry)
