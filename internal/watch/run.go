@@ -64,7 +64,7 @@ func Run(ctx context.Context, w io.Writer, c Config) error {
 		top := c.Top
 		if c.Terminal && c.Height != nil {
 			// Leave room for the header, the heading and the cursor line.
-			if fit := max(c.Height()-3, 1); top <= 0 || fit < top {
+			if fit := fitting(Top(rows, top), max(c.Height()-3, 1)); top <= 0 || fit < top {
 				top = fit
 			}
 		}
@@ -100,4 +100,17 @@ func draw(w io.Writer, block []byte, terminal bool) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// fitting returns how many of rows fit in lines lines, each rule's row
+// with the rows of its parts (at least one rule).
+func fitting(rows []Row, lines int) int {
+	n, used := 0, 0
+	for _, r := range rows {
+		if used += 1 + len(r.Parts); used > lines {
+			break
+		}
+		n++
+	}
+	return max(n, 1)
 }

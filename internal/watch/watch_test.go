@@ -272,6 +272,11 @@ func TestMeterParts(t *testing.T) {
 			t.Errorf("part %s: %+v, want %v packets/s", p.Label, p, want)
 		}
 	}
+	// On a terminal of 3 lines for rows, the first rule and its two
+	// parts fit, and not the second rule.
+	if n, all := fitting(rows, 3), fitting(rows, 4); n != 1 || all != 2 {
+		t.Errorf("fitting: %d rules in 3 lines, %d in 4, want 1 and 2", n, all)
+	}
 	var b bytes.Buffer
 	if err := Render(&b, Header{Time: t0, Rules: 2}, rows); err != nil {
 		t.Fatal(err)
