@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -46,7 +47,7 @@ func (s *StatsCmd) readByInterface(set *maps.Set) (*byInterface, error) {
 	if err != nil {
 		return nil, err
 	}
-	records, err := set.Attachments()
+	records, err := set.AttachmentsByNumber()
 	if err != nil {
 		return nil, err
 	}
@@ -54,11 +55,7 @@ func (s *StatsCmd) readByInterface(set *maps.Set) (*byInterface, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &byInterface{rules: rules, records: map[uint32]maps.AttachmentRecord{}, loaded: attach.Loaded(live)}
-	for _, r := range records {
-		b.records[r.Number] = r
-	}
-	return b, nil
+	return &byInterface{rules: rules, records: records, loaded: attach.Loaded(live)}, nil
 }
 
 // label names the attachment of a row for people: its interface (and
@@ -148,12 +145,12 @@ func countsOf(st maps.Stats) jsonCounts {
 //	  "remainder":{"packets":1,...}}, ...]}
 //
 // with "interfaces" and "remainder" for the rules with the option only
-// ("interfaces" empty when none counted yet).
+// ("interfaces" empty when none counted yet), a rule a line, as stats
+// --json writes them.
 func (b *byInterface) writeJSON(w io.Writer) error {
-	out := struct {
-		Rules []jsonBreakdown `json:"rules"`
-	}{Rules: []jsonBreakdown{}}
-	for _, r := range b.rules {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	bw.WriteString(`{"rules":[`)
+	for i, r := range b.rules {
 		jb := jsonBreakdown{Rule: r.Rule.String(), jsonCounts: countsOf(r.Stats)}
 		if r.Options.ByInterface {
 			jb.Interfaces = []jsonInterfaceRow{}
@@ -166,10 +163,18 @@ func (b *byInterface) writeJSON(w io.Writer) error {
 			rem := countsOf(r.Remainder)
 			jb.Remainder = &rem
 		}
-		out.Rules = append(out.Rules, jb)
+		item, err := json.Marshal(jb)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		bw.WriteString("\n")
+		bw.Write(item)
 	}
-	e := json.NewEncoder(w)
-	return e.Encode(out)
+	bw.WriteString("\n]}\n")
+	return bw.Flush()
 }
 
 // runByInterface is stats --by-interface.
@@ -254,13 +259,9 @@ func savedRules(set *maps.Set) ([]maps.RuleStats, savefile.Rows, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	records, err := set.Attachments()
+	byNumber, err := set.AttachmentsByNumber()
 	if err != nil {
 		return nil, nil, err
-	}
-	byNumber := make(map[uint32]maps.AttachmentRecord, len(records))
-	for _, r := range records {
-		byNumber[r.Number] = r
 	}
 	rules := make([]maps.RuleStats, len(all))
 	rows := savefile.Rows{}

@@ -430,6 +430,20 @@ func (s *Set) Attachments() ([]AttachmentRecord, error) {
 	return all, nil
 }
 
+// AttachmentsByNumber returns the registry by number: what a reader of
+// the rows names their attachments with.
+func (s *Set) AttachmentsByNumber() (map[uint32]AttachmentRecord, error) {
+	records, err := s.Attachments()
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[uint32]AttachmentRecord, len(records))
+	for _, r := range records {
+		m[r.Number] = r
+	}
+	return m, nil
+}
+
 // PruneAttachments removes from the registry the attachments that are
 // gone (live says which are there) and whose number no row carries, and
 // returns how many it removed. The caller holds the exclusive lock.

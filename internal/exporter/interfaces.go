@@ -32,13 +32,9 @@ func writeInterfaceRows(s *exposition, set *maps.Set) error {
 	if err != nil {
 		return err
 	}
-	records, err := set.Attachments()
+	byNumber, err := set.AttachmentsByNumber()
 	if err != nil {
 		return err
-	}
-	byNumber := make(map[uint32]maps.AttachmentRecord, len(records))
-	for _, r := range records {
-		byNumber[r.Number] = r
 	}
 	option := map[maps.Rule]bool{}
 	kept := rows[:0]
