@@ -315,8 +315,9 @@ func TestByInterface(t *testing.T) {
 
 // TestByInterfaceIdentity counts on an interface, deletes it and makes
 // another of the same name (another index), then on an interface of the
-// same name in another network namespace: three attachments, three rows,
-// never mixed.
+// same name in another network namespace, which is then renamed while
+// loaded: three attachments, three rows, never mixed, the renamed one
+// still counting in its row.
 func TestByInterfaceIdentity(t *testing.T) {
 	a, c := testnet.NewPair(t), testnet.NewPair(t)
 	dir := testnet.PinDir(t)
@@ -352,7 +353,14 @@ func TestByInterfaceIdentity(t *testing.T) {
 	sh(t, c, "ip", "link", "set", name, "up")
 	c.Dev[0] = name
 	ok(t, c, dir, "load", "--dev", name, "--mode", "native")
-	send(c, 4)
+	third, _ := c.Index(0)
+	send(c, 3)
+	// Renamed while loaded: the same attachment, the same row, under the
+	// name it was loaded with.
+	sh(t, c, "ip", "link", "set", name, "down")
+	sh(t, c, "ip", "link", "set", name, "name", "renamed0")
+	sh(t, c, "ip", "link", "set", "renamed0", "up")
+	send(c, 1)
 
 	nsA, nsC := netnsOf(t, a), netnsOf(t, c)
 	want := map[string]struct {
@@ -362,8 +370,7 @@ func TestByInterfaceIdentity(t *testing.T) {
 		fmt.Sprintf("%d/%d", nsA, first):  {2, false},
 		fmt.Sprintf("%d/%d", nsA, second): {3, true},
 	}
-	idx, _ := c.Index(0)
-	want[fmt.Sprintf("%d/%d", nsC, idx)] = struct {
+	want[fmt.Sprintf("%d/%d", nsC, third)] = struct {
 		packets uint64
 		loaded  bool
 	}{4, true}
