@@ -141,7 +141,8 @@ func TestInterfaceRows(t *testing.T) {
 // TestInterfaceRowsRace runs the first frames of 2,000 rules' rows on
 // two CPUs at once, in the same order, so that both often try to make the
 // same row: the one that finds it made by the other (EEXIST) adds to it,
-// and every row equals its rule's total.
+// and every row equals its rule's total, but for the frames that found no
+// memory, which breakdown_full counts.
 func TestInterfaceRowsRace(t *testing.T) {
 	if runtime.NumCPU() < 2 {
 		testnet.Unavailable(t, "needs two CPUs")
@@ -191,14 +192,26 @@ func TestInterfaceRowsRace(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
+	// A frame is in its row, or, when the kernel found no memory for a
+	// new row (an atomic per-CPU allocation: 5.10 fails some of them when
+	// thousands come at once), in breakdown_full: never in neither.
 	rows := rowsOf(t, set)
 	totals := counts(t, set)
-	if len(rows) != n || len(totals) != n {
-		t.Fatalf("%d rows, %d rules counted, want %d", len(rows), len(totals), n)
+	if len(totals) != n {
+		t.Fatalf("%d rules counted, want %d", len(totals), n)
 	}
+	missing := uint64(0)
 	for r, st := range totals {
-		if st.Out.Packets != 2 || rows[r+"#5"] != st {
-			t.Fatalf("%s: total %v, row %v, want both 2 frames", r, st, rows[r+"#5"])
+		row := rows[r+"#5"]
+		if st.Out.Packets != 2 || row.Out.Packets > 2 || row.In != (maps.Counter{}) {
+			t.Fatalf("%s: total %v, row %v, want 2 frames and a row of at most those", r, st, row)
 		}
+		missing += 2 - row.Out.Packets
+	}
+	if full := fullOf(t, set)[0]; full != missing {
+		t.Fatalf("the rows miss %d frames, breakdown_full counts %d", missing, full)
+	}
+	if missing > 0 {
+		t.Logf("%d frames found no memory for their row, counted in breakdown_full", missing)
 	}
 }
