@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/traffic-meter/traffic_meter/internal/attach"
 	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/internal/rule"
@@ -221,6 +223,8 @@ type interfaceRowsStatus struct {
 	Rows     familyCounts `json:"rows"`
 	Capacity familyCounts `json:"capacity"`
 	Full     familyCounts `json:"frames_full"`
+	// Bytes is the kernel memory the rows take (maps.InterfaceRowMemory).
+	Bytes uint64 `json:"bytes"`
 }
 
 // interfaceRowsOf reads the status of the per-interface rows of set.
@@ -237,12 +241,14 @@ func interfaceRowsOf(set *maps.Set) (interfaceRowsStatus, error) {
 	st.Rows = familyCounts{v4, v6}
 	st.Capacity = familyCounts{int(set.IfaceV4.MaxEntries()), int(set.IfaceV6.MaxEntries())}
 	st.Full = familyCounts{int(full[maps.FullInterfacesV4]), int(full[maps.FullInterfacesV6])}
+	cpus := ebpf.MustPossibleCPU()
+	st.Bytes = uint64(v4)*maps.InterfaceRowMemory(true, cpus) + uint64(v6)*maps.InterfaceRowMemory(false, cpus)
 	return st, nil
 }
 
 // String says what the rows take, and what found no room, for people.
 func (st interfaceRowsStatus) String() string {
-	s := fmt.Sprintf("%d IPv4 of %d, %d IPv6 of %d", st.Rows.IPv4, st.Capacity.IPv4, st.Rows.IPv6, st.Capacity.IPv6)
+	s := fmt.Sprintf("%d IPv4 of %d, %d IPv6 of %d, about %s", st.Rows.IPv4, st.Capacity.IPv4, st.Rows.IPv6, st.Capacity.IPv6, textfmt.Bytes(st.Bytes))
 	if st.Full.IPv4+st.Full.IPv6 > 0 {
 		s += fmt.Sprintf("; tables full for %d IPv4 and %d IPv6 frames, counted in their rules' remainders (see --interface-rows)", st.Full.IPv4, st.Full.IPv6)
 	}
