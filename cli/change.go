@@ -96,6 +96,12 @@ var fixes = []func(err error) (fix string, ok bool){
 		return "delete rules, or unload everything and load again with a larger --max-rules", errors.Is(err, maps.ErrFull)
 	},
 	func(err error) (string, bool) {
+		return "delete the rules with --by-interface whose rows keep old attachments, or save, unload everything and load again with a larger --interface-rows", errors.Is(err, maps.ErrRowsFull)
+	},
+	func(err error) (string, bool) {
+		return "delete the rules with --by-interface whose rows keep unloaded attachments (see stats --by-interface)", errors.Is(err, maps.ErrRegistryFull)
+	},
+	func(err error) (string, bool) {
 		var e *attach.NoInterfaceError
 		return "check the name with 'ip link'", errors.As(err, &e)
 	},

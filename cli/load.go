@@ -21,14 +21,15 @@ import (
 
 // Capacity is the flags of the commands that may create the maps.
 type Capacity struct {
-	MaxRules  uint32 `name:"max-rules" default:"${default_max_rules}" placeholder:"N" help:"Rules per address family the maps hold, when this command creates them."`
-	Prealloc  bool   `name:"prealloc" help:"When this command creates the maps, preallocate the stats tables: a first import of many rules runs several times faster, for kernel memory reserved up front whether rules exist or not, about 90 + 32 x (possible CPUs) bytes per rule of --max-rules and family (291 MiB at the default capacity on 2 CPUs, 4.0 GiB on 64, 7.8 GiB on 128). Choose it when many rules are imported often and the memory is to spare; not for a large --max-rules on a machine of many CPUs. See docs/prealloc.md."`
-	CacheSize uint32 `name:"cache-size" default:"${default_cache_size}" placeholder:"N" help:"Addresses whose rule lookup each address family's cache keeps per CPU, a power of two, when this command creates the maps: 48 bytes per address, CPU and both families (${default_cache_size}: 384 KiB per CPU, 48 MiB on 128 CPUs)."`
+	MaxRules      uint32 `name:"max-rules" default:"${default_max_rules}" placeholder:"N" help:"Rules per address family the maps hold, when this command creates them."`
+	Prealloc      bool   `name:"prealloc" help:"When this command creates the maps, preallocate the stats tables: a first import of many rules runs several times faster, for kernel memory reserved up front whether rules exist or not, about 90 + 32 x (possible CPUs) bytes per rule of --max-rules and family (291 MiB at the default capacity on 2 CPUs, 4.0 GiB on 64, 7.8 GiB on 128). Choose it when many rules are imported often and the memory is to spare; not for a large --max-rules on a machine of many CPUs. See docs/prealloc.md."`
+	CacheSize     uint32 `name:"cache-size" default:"${default_cache_size}" placeholder:"N" help:"Addresses whose rule lookup each address family's cache keeps per CPU, a power of two, when this command creates the maps: 48 bytes per address, CPU and both families (${default_cache_size}: 384 KiB per CPU, 48 MiB on 128 CPUs)."`
+	InterfaceRows uint32 `name:"interface-rows" default:"${default_interface_rows}" placeholder:"N" help:"Per-interface rows (a rule with --by-interface and an attachment that counted it) each address family's table holds, when this command creates the maps: a row takes memory only once made, about 72 (IPv4) or 80 (IPv6) + 32 x (possible CPUs) bytes; a frame that finds the table full counts in its rule's remainder, and status shows it."`
 }
 
 // capacity is what the flags ask the maps to be created with.
 func (cp Capacity) capacity() maps.Capacity {
-	return maps.Capacity{MaxRules: cp.MaxRules, Prealloc: cp.Prealloc, CacheSize: cp.CacheSize}
+	return maps.Capacity{MaxRules: cp.MaxRules, Prealloc: cp.Prealloc, CacheSize: cp.CacheSize, InterfaceRows: cp.InterfaceRows}
 }
 
 // openOrCreate opens the maps, creating them when missing (or taking
@@ -36,6 +37,9 @@ func (cp Capacity) capacity() maps.Capacity {
 func (c *Context) openOrCreate(cp Capacity, spare *maps.Set) (*maps.Set, error) {
 	if cp.MaxRules == 0 {
 		return nil, errors.New("--max-rules 0 makes maps that hold nothing: give at least 1")
+	}
+	if cp.InterfaceRows == 0 {
+		return nil, errors.New("--interface-rows 0 makes tables that hold no row: give at least 1")
 	}
 	if err := maps.CheckCacheSize(cp.CacheSize); err != nil {
 		return nil, fmt.Errorf("--cache-size %w", err)
@@ -311,22 +315,53 @@ func (l *LoadCmd) load(c *Context, ifc *attach.Interface, d attach.Direction, se
 // attach loads the program that counts at at (the program of obj, when not
 // nil) and attaches it to ifc.
 func (l *LoadCmd) attach(c *Context, ifc *attach.Interface, at attach.Point, set *maps.Set, obj *ebpf.CollectionSpec, o attach.Options) (*attach.Attachment, error) {
-	var p *ebpf.Program
-	var err error
 	if obj != nil {
-		p, err = loadObject(l.Object, obj, set)
-	} else {
-		var f kernel.Features
-		if f, err = kernel.Probe(); err != nil {
+		p, err := loadObject(l.Object, obj, set)
+		if err != nil {
 			return nil, err
 		}
-		p, err = prog.Load(counters[at](f), set)
+		defer p.Close()
+		return attach.Attach(c.Dir, ifc, at, p, o)
 	}
+	f, err := kernel.Probe()
+	if err != nil {
+		return nil, err
+	}
+	return numbered(c, ifc, at, set, counters[at](f), o)
+}
+
+// numbered attaches the program of hook h to ifc at at as a new
+// attachment of the registry (maps.NextAttachment): its number is baked
+// into the program, which counts the per-interface rows under it, and
+// recorded before the program is attached (crash steps:
+// internal/pindir/doc.go). A failed attach forgets the number again.
+func numbered(c *Context, ifc *attach.Interface, at attach.Point, set *maps.Set, h prog.Hook, o attach.Options) (*attach.Attachment, error) {
+	n, err := set.NextAttachment()
+	if err != nil {
+		return nil, err
+	}
+	h.Attachment = n
+	p, err := prog.Load(h, set)
 	if err != nil {
 		return nil, err
 	}
 	defer p.Close()
-	return attach.Attach(c.Dir, ifc, at, p, o)
+	info, err := p.Info()
+	if err != nil {
+		return nil, fmt.Errorf("read the program's ID: %w", err)
+	}
+	id, _ := info.ID()
+	if err := set.RecordAttachment(attach.Record(n, ifc, at, id)); err != nil {
+		return nil, err
+	}
+	a, err := attach.Attach(c.Dir, ifc, at, p, o)
+	if err != nil {
+		if fErr := set.ForgetAttachment(n); fErr != nil {
+			return nil, fmt.Errorf("%w; and %w", err, fErr)
+		}
+		return nil, err
+	}
+	return a, nil
 }
 
 // how describes an attachment for people.
@@ -460,6 +495,8 @@ func (u *UnloadCmd) Run(c *Context) error {
 		removed, err := c.removeIfUnused(dir)
 		if removed {
 			fmt.Fprintf(c.Stdout, "that was the last attachment: removed the maps, their rules and counters, and %s\n", c.Dir)
+		} else if err == nil {
+			err = pruneRegistry(c.Dir)
 		}
 		return err
 	})

@@ -25,19 +25,20 @@ type SaveCmd struct {
 // save is stopped, the file is the previous one, whole, or the new one.
 func (s *SaveCmd) Run(c *Context) error {
 	var rules []maps.RuleStats
+	var rows savefile.Rows
 	var at time.Time
 	err := c.read(func(set *maps.Set) (err error) {
 		at = time.Now()
-		rules, err = set.Stats()
+		rules, rows, err = savedRules(set)
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	if s.File == "-" {
-		return savefile.Write(c.Stdout, at, rules)
+		return savefile.Write(c.Stdout, at, rules, rows)
 	}
-	if err := savefile.WriteFile(s.File, at, rules); err != nil {
+	if err := savefile.WriteFile(s.File, at, rules, rows); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "saved the counters of %d rules to %s\n", len(rules), s.File)
@@ -88,6 +89,7 @@ func (r *RestoreCmd) Run(c *Context) error {
 				return fmt.Errorf("%w; nothing was restored", withFix(err))
 			}
 			c.warnPresent(present)
+			c.restoreRows(set, saved.Interfaces, present)
 			fmt.Fprintf(c.Stdout, "restored %d rules, kept %d present, skipped %d\n", restored, len(present), skipped)
 			return nil
 		})

@@ -16,6 +16,8 @@ import (
 type StatsCmd struct {
 	IPAddress string `name:"ip-address" placeholder:"X" help:"Show only this rule (the rule itself, not the longest matching one)."`
 	JSON      bool   `name:"json" help:"Print JSON with exact integers."`
+	// ByInterface shows the per-interface rows (cli/interfaces.go).
+	ByInterface bool `name:"by-interface" help:"Under each rule with the option by-interface, show a row per attachment (interface, network namespace, direction, hook) and the remainder, what the rule counted before it had the option: they add up to the rule's total."`
 	WatchFlags
 }
 
@@ -24,8 +26,11 @@ func (s *StatsCmd) Run(c *Context) error {
 	if err := s.check(s.JSON); err != nil {
 		return err
 	}
+	if s.ByInterface {
+		return s.runByInterface(c)
+	}
 	if s.live() {
-		return s.show(c, s.read)
+		return s.show(c, rulesOnly(s.read))
 	}
 	var rows []maps.RuleStats
 	err := c.read(func(set *maps.Set) (err error) {
@@ -78,5 +83,5 @@ func writeStatsTable(w io.Writer, rows []maps.RuleStats) error {
 // with one rule per line: the items of a saved-counters file, with the
 // rules' totals.
 func writeStatsJSON(w io.Writer, rows []maps.RuleStats) error {
-	return savefile.WriteRules(w, []byte(`{"rules":[`), rows, true)
+	return savefile.WriteRules(w, []byte(`{"rules":[`), rows, nil, true)
 }

@@ -22,12 +22,14 @@ type StatusCmd struct {
 type status struct {
 	PinDir string `json:"pin_dir"`
 	// Loaded says that the maps exist.
-	Loaded      bool               `json:"loaded"`
-	Rules       familyCounts       `json:"rules"`
-	Capacity    familyCounts       `json:"capacity"`
-	StatsTables statsTables        `json:"stats_tables"`
-	Cache       cacheStatus        `json:"address_cache"`
-	Attachments []attachmentStatus `json:"attachments"`
+	Loaded      bool         `json:"loaded"`
+	Rules       familyCounts `json:"rules"`
+	Capacity    familyCounts `json:"capacity"`
+	StatsTables statsTables  `json:"stats_tables"`
+	Cache       cacheStatus  `json:"address_cache"`
+	// InterfaceRows is the per-interface breakdown's tables (interfaces.go).
+	InterfaceRows interfaceRowsStatus `json:"interface_rows"`
+	Attachments   []attachmentStatus  `json:"attachments"`
 	// Stacked are the attachments that count a frame twice, each on a
 	// device stacked on the other's.
 	Stacked []stackedStatus `json:"stacked"`
@@ -123,6 +125,9 @@ func (s *StatusCmd) Run(c *Context) error {
 		if st.Cache.Generation, err = set.Generation(); err != nil {
 			return err
 		}
+		if st.InterfaceRows, err = interfaceRowsOf(set); err != nil {
+			return err
+		}
 		rules, err := set.Rules()
 		for _, r := range rules {
 			if r.Rule.Addr().Is4() {
@@ -194,6 +199,7 @@ func (st *status) write(c *Context) error {
 		fmt.Fprintf(c.Stdout, "rules: %d IPv4 of %d, %d IPv6 of %d\n", st.Rules.IPv4, st.Capacity.IPv4, st.Rules.IPv6, st.Capacity.IPv6)
 		fmt.Fprintf(c.Stdout, "stats tables: %s\n", st.StatsTables)
 		fmt.Fprintf(c.Stdout, "address cache: %s\n", st.Cache)
+		fmt.Fprintf(c.Stdout, "per-interface rows: %s\n", st.InterfaceRows)
 	} else {
 		fmt.Fprintf(c.Stdout, "rules: none, no maps (nothing loaded)\n")
 	}

@@ -62,7 +62,7 @@ func (w *WatchFlags) rank(rows []maps.RuleStats) []maps.RuleStats {
 
 // show runs the --watch view: live until Ctrl-C, or once after one
 // interval. read reads the stats to show.
-func (w *WatchFlags) show(c *Context, read func(*maps.Set) ([]maps.RuleStats, error)) error {
+func (w *WatchFlags) show(c *Context, read func(*maps.Set) (watch.Reading, error)) error {
 	ctx := c.Ctx
 	order := watch.ByRate
 	if w.Sort != "" {
@@ -93,7 +93,7 @@ func (w *WatchFlags) once(ctx context.Context, out io.Writer, cfg watch.Config) 
 	if err != nil {
 		return err
 	}
-	m.Next(time.Now(), first.Stats)
+	m.NextReading(time.Now(), first)
 	select {
 	case <-ctx.Done():
 		return nil
@@ -104,7 +104,7 @@ func (w *WatchFlags) once(ctx context.Context, out io.Writer, cfg watch.Config) 
 		return err
 	}
 	now := time.Now()
-	rows := m.Next(now, r.Stats)
+	rows := m.NextReading(now, r)
 	watch.Sort(rows, cfg.Order)
 	return watch.Render(out, watch.Header{Time: now, Rules: len(rows), Interfaces: r.Interfaces}, watch.Top(rows, cfg.Top))
 }
@@ -113,17 +113,19 @@ func (w *WatchFlags) once(ctx context.Context, out io.Writer, cfg watch.Config) 
 // under the shared lock, so that maps removed and made again are followed)
 // and the interfaces. Once a reading succeeded, maps that are gone read as
 // no rules.
-func (c *Context) reader(read func(*maps.Set) ([]maps.RuleStats, error)) func() (watch.Reading, error) {
+func (c *Context) reader(read func(*maps.Set) (watch.Reading, error)) func() (watch.Reading, error) {
 	started := false
 	return func() (watch.Reading, error) {
 		var r watch.Reading
 		err := c.read(func(set *maps.Set) (err error) {
 			// The counters last, so that the reading's time, taken when
 			// it returns, is theirs.
-			if r.Interfaces, err = c.interfaces(); err != nil {
+			ifaces, err := c.interfaces()
+			if err != nil {
 				return err
 			}
-			r.Stats, err = read(set)
+			r, err = read(set)
+			r.Interfaces = ifaces
 			return err
 		})
 		if errors.Is(err, maps.ErrNotLoaded) && started {
@@ -131,6 +133,15 @@ func (c *Context) reader(read func(*maps.Set) ([]maps.RuleStats, error)) func() 
 		}
 		started = err == nil
 		return r, err
+	}
+}
+
+// rulesOnly turns a reader of the rules' stats into a reader of the
+// --watch view's readings, without parts.
+func rulesOnly(read func(*maps.Set) ([]maps.RuleStats, error)) func(*maps.Set) (watch.Reading, error) {
+	return func(set *maps.Set) (watch.Reading, error) {
+		stats, err := read(set)
+		return watch.Reading{Stats: stats}, err
 	}
 }
 

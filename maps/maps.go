@@ -45,6 +45,9 @@ type Capacity struct {
 	// CacheSize is how many addresses each family's address cache holds
 	// per CPU, a power of two (CheckCacheSize); 0 is DefaultCacheSize.
 	CacheSize uint32
+	// InterfaceRows is how many per-interface rows each family's table
+	// holds (IfaceV4Name); 0 is DefaultInterfaceRows.
+	InterfaceRows uint32
 }
 
 // Spec returns the specs of the maps of a set created with this capacity.
@@ -59,6 +62,9 @@ func (c Capacity) Spec() map[string]*ebpf.MapSpec {
 		specs[n] = spec
 	}
 	specs[FullName] = fullSpec()
+	for n, spec := range interfaceSpecs(c.interfaceRows()) {
+		specs[n] = spec
+	}
 	return specs
 }
 
@@ -163,7 +169,7 @@ var RuleNames = []string{RulesV4Name, StatsV4Name, RulesV6Name, StatsV6Name}
 // created and pinned: the layout's mark first (layoutMark), so that a
 // set missing it but not the others is a set of an older layout (see
 // open). They are unpinned in the reverse order.
-var Names = append([]string{FullName, GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
+var Names = append([]string{FullName, AttachmentsName, IfaceV4Name, IfaceV6Name, GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
 
 // checkLayout reports how a map differs from its spec in type, key size,
 // value size or flags. The capacity may differ, and so may the stats

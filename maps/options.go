@@ -83,6 +83,12 @@ func (o Options) AppendJSON(b []byte) []byte {
 // must exist before the program looks for them. Each breakdown adds its
 // step here.
 func (f family[K]) prepareOptions(k K, old, new Options) error {
+	if new.ByInterface && !old.ByInterface {
+		// Rows a killed change left under the key (interfaces.go).
+		if err := f.deleteRows(k); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -90,5 +96,11 @@ func (f family[K]) prepareOptions(k K, old, new Options) error {
 // trie value changed from options old to new (new is the zero Options
 // when the rule was deleted). Each breakdown adds its step here.
 func (f family[K]) cleanupOptions(k K, old, new Options) error {
+	if old.ByInterface && !new.ByInterface {
+		// Its rows go; what they counted stays in the total.
+		if err := f.deleteRows(k); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -35,10 +35,17 @@ type key interface {
 type family[K key] struct {
 	rules, stats *ebpf.Map
 	keyOf        func(Rule) K
+	// iface and registry are the per-interface rows and the registry of
+	// attachments (interfaces.go).
+	iface, registry *ebpf.Map
 }
 
-func (s *Set) v4() family[Key4] { return family[Key4]{s.RulesV4, s.StatsV4, Key4Of} }
-func (s *Set) v6() family[Key6] { return family[Key6]{s.RulesV6, s.StatsV6, Key6Of} }
+func (s *Set) v4() family[Key4] {
+	return family[Key4]{s.RulesV4, s.StatsV4, Key4Of, s.IfaceV4, s.Registry}
+}
+func (s *Set) v6() family[Key6] {
+	return family[Key6]{s.RulesV6, s.StatsV6, Key6Of, s.IfaceV6, s.Registry}
+}
 
 // Add adds a rule with options o: first its zero stats entry, then what
 // its options need (prepareOptions), then the rule, so that the XDP
@@ -369,7 +376,7 @@ func (f family[K]) eachEntry(fn func(K, Stats)) error {
 // readBatches calls fn with every key of m and its values (per of them: one,
 // or one per CPU), reading m in batches where the kernel can (hash maps
 // 5.6, LPM tries 5.13), else key by key.
-func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
+func readBatches[K, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	keys := make([]K, batchSize)
 	values := make([]V, batchSize*per)
 	var cursor ebpf.MapBatchCursor
@@ -392,7 +399,7 @@ func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 
 // readEach is readBatches one key at a time, for kernels without batch
 // lookups on m's type of map.
-func readEach[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
+func readEach[K, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	var k K
 	values := make([]V, per)
 	it := m.Iterate()

@@ -30,6 +30,9 @@ type Set struct {
 	// FullMap counts the frames that found a breakdown table full
 	// (FullName).
 	FullMap *ebpf.Map
+	// IfaceV4, IfaceV6 and Registry are the per-interface rows and the
+	// registry of attachments (see IfaceV4Name).
+	IfaceV4, IfaceV6, Registry *ebpf.Map
 	// Created is true when this call created and pinned the maps.
 	Created bool
 	// NoOrphans says that every stats entry has its rule: no change was
@@ -67,6 +70,12 @@ func (s *Set) field(name string) **ebpf.Map {
 		return &s.Gen
 	case FullName:
 		return &s.FullMap
+	case IfaceV4Name:
+		return &s.IfaceV4
+	case IfaceV6Name:
+		return &s.IfaceV6
+	case AttachmentsName:
+		return &s.Registry
 	}
 	return nil
 }
@@ -145,7 +154,7 @@ func Create(c Capacity) (*Set, error) {
 // taking them from spare) when c.MaxRules > 0.
 func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, error) {
 	s := &Set{Dir: dir}
-	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc, CacheSize: c.CacheSize}.Spec()
+	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc, CacheSize: c.CacheSize, InterfaceRows: c.InterfaceRows}.Spec()
 	missing := 0
 	for _, n := range Names {
 		path := filepath.Join(dir, n)
@@ -230,7 +239,7 @@ func CheckLayout(dir string) error {
 // created alike).
 func (s *Set) Capacity() Capacity {
 	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0,
-		CacheSize: s.CacheV4.MaxEntries() * CacheWays}
+		CacheSize: s.CacheV4.MaxEntries() * CacheWays, InterfaceRows: s.IfaceV4.MaxEntries()}
 }
 
 // take returns the map of the given name and leaves the set without it;

@@ -74,6 +74,11 @@ type Hook struct {
 	// Fallback the hook to use instead on a kernel without it.
 	Needs    *kernel.Feature
 	Fallback *Hook
+	// Attachment is the number of the attachment the program is loaded
+	// for (maps.NextAttachment), under which it counts the rows of the
+	// rules with the option by-interface (countInterface); 0 in the
+	// listings.
+	Attachment uint32
 }
 
 // On returns h if a kernel with features f has what h needs, else its
@@ -1053,13 +1058,6 @@ func xorAll(size asm.Size, dst asm.Register) asm.Instruction {
 		return asm.Xor.Imm32(dst, -1)
 	}
 	return asm.Xor.Imm(dst, -1)
-}
-
-// countInterface counts the frame in the row of the rule at fp+key and of
-// this attachment (maps.Options.ByInterface), then jumps to next.
-// Placeholder until the per-interface breakdown lands.
-func countInterface(h Hook, f family, label string, key, valueOff int16, next string) asm.Instructions {
-	return asm.Instructions{asm.Ja.Label(next).WithSymbol(label)}
 }
 
 // countHost counts the frame in the row of the address at fp+host of the

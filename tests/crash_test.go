@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/traffic-meter/traffic_meter/internal/attach"
 	"github.com/traffic-meter/traffic_meter/internal/frame"
 	"github.com/traffic-meter/traffic_meter/internal/testnet"
 	"github.com/traffic-meter/traffic_meter/maps"
@@ -175,6 +176,19 @@ func TestCrash(t *testing.T) {
 			}},
 		{name: "unload-tc-both-clsact", setup: load(e.p, "--direction", "both", "--mode", "tc", "--tc", "clsact"),
 			args: func(e *crashEnv) []string { return []string{"unload", "--dev", e.p.Dev[0]} }},
+		// The per-interface breakdown (after the cases above, which keep
+		// their kill points): the option set on a rule that counted, and
+		// a load that records its attachments (interface_test.go).
+		{name: "add-by-interface", setup: func(t *testing.T, e *crashEnv) {
+			base(t, e)
+			send(t, e.p, []frame.Frame{{Src: addr("100.64.0.9"), Dst: addr("192.0.2.7"), Payload: 18}})
+		}, args: func(*crashEnv) []string { return []string{"add", "--ip-address", crashBase[0], "--by-interface"} },
+			verify: func(t *testing.T, _ map[string]ruleStats, whole bool) { checkBreakdown(t, e, whole) }},
+		{name: "load-by-interface", setup: func(t *testing.T, e *crashEnv) {
+			ok(t, nil, e.dir, "add", "--ip-address", crashBase[0], "--by-interface")
+			ok(t, nil, e.dir, "add", "--ip-address", crashBase[1], "--by-interface")
+		}, args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0], "--direction", "both"} },
+			verify: func(t *testing.T, _ map[string]ruleStats, whole bool) { checkBreakdown(t, e, whole) }},
 	}
 	rng := rand.New(rand.NewPCG(crashSeed, 0))
 	for _, c := range cases {
@@ -505,5 +519,48 @@ func checkNoOrphans(t *testing.T, dir string) {
 	}
 	if n != len(rules) {
 		t.Errorf("%d stats entries for %d rules: the repair left stats entries without a rule", n, len(rules))
+	}
+}
+
+// checkBreakdown checks, after a kill in a change of the per-interface
+// breakdown, that stats --by-interface reads (its rows and remainder add
+// up to each rule's total: byInterface), and when whole (after the
+// repair and the re-run) that crashBase[0], if shown, has the option, and
+// that the registry holds no attachment that is neither
+// loaded nor carried by a row: the repair removed what a killed load
+// recorded.
+func checkBreakdown(t *testing.T, e *crashEnv, whole bool) {
+	t.Helper()
+	got := byInterface(t, e.p, e.dir)
+	if !whole {
+		return
+	}
+	for _, r := range crashBase {
+		if b, shown := got[r]; shown && b.Remainder == nil && r == crashBase[0] {
+			t.Errorf("%s after the re-run: no breakdown, %+v", r, b)
+		}
+	}
+	set, err := maps.OpenReadOnly(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	records, err := set.Attachments()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := set.InterfaceRows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := attach.List(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := attach.Loaded(live)
+	for _, r := range records {
+		if !loaded(r) && !slices.ContainsFunc(rows, func(row maps.InterfaceRow) bool { return row.Attachment == r.Number }) {
+			t.Errorf("the registry holds attachment %+v, unloaded and carried by no row", r)
+		}
 	}
 }

@@ -70,7 +70,7 @@ func writeSaved(t testing.TB, n int, first, last []maps.RuleStats) string {
 func writeSavedFile(t testing.TB, rules []maps.RuleStats) string {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "counters.json")
-	if err := savefile.WriteFile(file, time.Now(), rules); err != nil {
+	if err := savefile.WriteFile(file, time.Now(), rules, nil); err != nil {
 		t.Fatal(err)
 	}
 	return file

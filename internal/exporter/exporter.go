@@ -180,6 +180,9 @@ func (e *Exporter) writeRules(s *exposition, set *maps.Set, ifaces *[]Interface)
 			return err
 		}
 	}
+	if err := writeInterfaceRows(s, set); err != nil {
+		return err
+	}
 	return ifaceErr
 }
 
@@ -220,6 +223,23 @@ func (s *exposition) counter(name string, r maps.Rule, direction string, v uint6
 
 // sample writes a sample with labels given as name, value pairs.
 func (s *exposition) sample(name string, v float64, labels ...string) {
+	s.labels(name, labels)
+	s.b = strconv.AppendFloat(s.b, v, 'g', -1, 64)
+	s.b = append(s.b, '\n')
+	s.flush()
+}
+
+// sampleUint writes a sample of an exact count, as sample does.
+func (s *exposition) sampleUint(name string, v uint64, labels ...string) {
+	s.labels(name, labels)
+	s.b = strconv.AppendUint(s.b, v, 10)
+	s.b = append(s.b, '\n')
+	s.flush()
+}
+
+// labels starts the line of a sample: its name and labels, given as
+// name, value pairs, and the space before the value.
+func (s *exposition) labels(name string, labels []string) {
 	s.b = append(s.b[:0], name...)
 	for i := 0; i < len(labels); i += 2 {
 		if i == 0 {
@@ -233,9 +253,6 @@ func (s *exposition) sample(name string, v float64, labels ...string) {
 		s.b = append(s.b, '}')
 	}
 	s.b = append(s.b, ' ')
-	s.b = strconv.AppendFloat(s.b, v, 'g', -1, 64)
-	s.b = append(s.b, '\n')
-	s.flush()
 }
 
 func (s *exposition) flush() {

@@ -38,7 +38,8 @@ type Repaired struct {
 	// Unpinned says that it removed a set of maps that a killed change
 	// left half made or half removed.
 	Unpinned bool
-	// Orphans is how many stats entries without a rule it deleted.
+	// Orphans is how many stats entries and per-interface rows without a
+	// rule (or, rows, without the option) it deleted.
 	Orphans int
 	// Adopted are our XDP programs that it found attached without a pin,
 	// and pinned.
@@ -187,8 +188,27 @@ func mend(dir string) (orphans int, adopted []attach.Attachment, err error) {
 	if orphans, err = set.RemoveOrphans(); err != nil {
 		return 0, nil, err
 	}
-	adopted, err = adopt(set)
-	return orphans, adopted, err
+	if adopted, err = adopt(set); err != nil {
+		return orphans, adopted, err
+	}
+	rows, err := set.RemoveOrphanRows()
+	if err != nil {
+		return orphans, adopted, err
+	}
+	return orphans + rows, adopted, PruneRegistry(set)
+}
+
+// PruneRegistry removes from the registry of attachments of set those
+// that are gone and whose number no per-interface row carries
+// (maps.Set.PruneAttachments): after an unload, and in a repair, where a
+// load killed or failed after recording its attachment left one.
+func PruneRegistry(set *maps.Set) error {
+	live, err := attach.List(set.Dir)
+	if err != nil {
+		return err
+	}
+	_, err = set.PruneAttachments(attach.Loaded(live))
+	return err
 }
 
 // Adopt pins our XDP programs attached without a pin on the interfaces of

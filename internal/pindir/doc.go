@@ -57,6 +57,22 @@
 //	 the rule out of its trie              a stats entry without a rule        repair: deletes it
 //	 its stats entry                       what its options needed             repair: deletes it
 //	 what its options needed               -                                   -
+//	per interface (--by-interface), what
+//	the option needs and leaves:
+//	 set: the rows a frame in flight left  -                                   -
+//	 under the key, deleted
+//	 left: the rule's rows, deleted        rows of a rule without the option   repair: deletes them (RemoveOrphanRows);
+//	                                       or of none                          readers show rows of rules with it only
+//	restore, after the rules: the rows
+//	of the rules it added:
+//	 record an attachment marked           a registry entry without rows       repair: removes it (PruneRegistry)
+//	 restored, for each identity saved
+//	 each row, under it                    some rows: the others' counts in    -
+//	                                       their rules' remainders
+//	load, each attachment, before the
+//	steps below:
+//	 load the program with a new number,   a registry entry, no attachment:    repair: removes it if no row carries
+//	 record it in the registry             shown unloaded                      it (PruneRegistry)
 //	load, XDP or TCX bpf_link:
 //	 attach with a new link                nothing: a link not pinned closes   -
 //	                                       with the process, detaching
@@ -78,13 +94,16 @@
 //	 detach (TC: the filter, then the      a pin of an attachment that is      every change prunes the pin
 //	 clsact qdisc we made if unused)       gone
 //	 remove its pin                        -                                   -
+//	 after the last, unless the maps go:   -                                   -
+//	 remove from the registry the
+//	 attachments gone that no row carries
 //	unload, after the last attachment
 //	(Dir.RemoveIfUnused):
 //	 remove links/                         "changing" and a whole set          repair: mends it (nothing to mend);
 //	                                                                           the next load makes links/ again
 //	 mark "removing"                       the marks and a whole set           repair: "removing" and no attachment:
-//	 unpin the 7 maps, one by one, the     the marks and 0 to 6 maps           unpins the set; the change's tidy
-//	 generation last
+//	 unpin the maps, one by one, the       the marks and some of the maps      unpins the set; the change's tidy
+//	 layout's mark last
 //	                                                                           removes the directory
 //	 remove the marks, the directory       an empty directory                  the next change's tidy
 //

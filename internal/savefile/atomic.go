@@ -24,7 +24,7 @@ import (
 // Writers to one directory take turns (an flock on the directory), and
 // each removes the temporary files that writers killed before it left
 // behind.
-func WriteFile(path string, savedAt time.Time, rules []maps.RuleStats) (err error) {
+func WriteFile(path string, savedAt time.Time, rules []maps.RuleStats, rows Rows) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -57,7 +57,7 @@ func WriteFile(path string, savedAt time.Time, rules []maps.RuleStats) (err erro
 		}
 	}()
 	w := bufio.NewWriterSize(f, 1<<16)
-	if err := Write(w, savedAt, rules); err != nil {
+	if err := Write(w, savedAt, rules, rows); err != nil {
 		return fmt.Errorf("write %s: %w", f.Name(), err)
 	}
 	if err := w.Flush(); err != nil {

@@ -40,13 +40,16 @@ type File struct {
 	SavedAt time.Time
 	// Rules are the rules and their counters, in the file's order.
 	Rules []maps.RuleStats
+	// Interfaces are the per-interface rows of the rules that have them
+	// (interfaces.go).
+	Interfaces Rows
 }
 
-// Write writes the rules and their counters to w, with savedAt as the time
-// they were read.
-func Write(w io.Writer, savedAt time.Time, rules []maps.RuleStats) error {
+// Write writes the rules and their counters, with the rows of those that
+// have per-interface rows, to w, with savedAt as the time they were read.
+func Write(w io.Writer, savedAt time.Time, rules []maps.RuleStats, rows Rows) error {
 	head := fmt.Appendf(nil, `{"version":%d,"saved_at":"%s","rules":[`, Version, savedAt.UTC().Format(time.RFC3339))
-	return WriteRules(w, head, rules, false)
+	return WriteRules(w, head, rules, rows, false)
 }
 
 // WriteRules writes head, then the rules as the items of a JSON array, one
@@ -57,7 +60,7 @@ func Write(w io.Writer, savedAt time.Time, rules []maps.RuleStats) error {
 // with, when totals is set, the rule's total packets and bytes (in + out)
 // after "rule", then "]}" and a newline. head opens an object and its
 // array, as Write's does. It writes as it goes, in pieces of about 64 KB.
-func WriteRules(w io.Writer, head []byte, rules []maps.RuleStats, totals bool) error {
+func WriteRules(w io.Writer, head []byte, rules []maps.RuleStats, rows Rows, totals bool) error {
 	b := head
 	for i, r := range rules {
 		if i > 0 {
@@ -69,6 +72,9 @@ func WriteRules(w io.Writer, head []byte, rules []maps.RuleStats, totals bool) e
 		if r.Options != (maps.Options{}) {
 			b = append(b, `,"options":`...)
 			b = r.Options.AppendJSON(b)
+		}
+		if ir, ok := rows[r.Rule]; ok {
+			b = appendInterfaces(b, ir)
 		}
 		if totals {
 			t := r.Stats.Total()
@@ -144,7 +150,7 @@ func Read(r io.Reader, warn func(index int, reason error)) (File, error) {
 			if rules {
 				return File{}, errors.New(`the file has "rules" twice: ` + formatFix)
 			}
-			if f.Rules, err = readRules(dec, warn); err != nil {
+			if f.Rules, f.Interfaces, err = readRules(dec, warn); err != nil {
 				return File{}, err
 			}
 			rules = true
@@ -210,22 +216,23 @@ func readTime(dec *json.Decoder) (time.Time, error) {
 
 // readRules reads the "rules" array, warning of and skipping bad items and
 // repeated rules.
-func readRules(dec *json.Decoder, warn func(int, error)) ([]maps.RuleStats, error) {
+func readRules(dec *json.Decoder, warn func(int, error)) ([]maps.RuleStats, Rows, error) {
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, jsonError(dec, err)
+		return nil, nil, jsonError(dec, err)
 	}
 	if tok != json.Delim('[') {
-		return nil, fmt.Errorf(`"rules" is %s, not an array: %s`, rule.TokenKind(tok), formatFix)
+		return nil, nil, fmt.Errorf(`"rules" is %s, not an array: %s`, rule.TokenKind(tok), formatFix)
 	}
 	var rules []maps.RuleStats
+	rows := Rows{}
 	first := make(map[netip.Prefix]int)
 	var raw json.RawMessage
 	for i := 0; dec.More(); i++ {
 		if err := dec.Decode(&raw); err != nil {
-			return nil, jsonError(dec, err)
+			return nil, nil, jsonError(dec, err)
 		}
-		rs, err := readItem(raw)
+		rs, ir, err := readItem(raw)
 		if err != nil {
 			warn(i, err)
 			continue
@@ -236,11 +243,14 @@ func readRules(dec *json.Decoder, warn func(int, error)) ([]maps.RuleStats, erro
 		}
 		first[rs.Rule] = i
 		rules = append(rules, rs)
+		if ir != nil {
+			rows[rs.Rule] = ir
+		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing ']'
-		return nil, jsonError(dec, err)
+		return nil, nil, jsonError(dec, err)
 	}
-	return rules, nil
+	return rules, rows, nil
 }
 
 // itemError is why an item of "rules" is skipped.
@@ -255,11 +265,11 @@ func badItem(format string, args ...any) error {
 // readItem reads an item of "rules", valid JSON, checking each field by
 // hand so that every problem gets a clear reason and counts never pass
 // through float64.
-func readItem(b []byte) (maps.RuleStats, error) {
+func readItem(b []byte) (maps.RuleStats, []Interface, error) {
 	if b[0] != '{' {
-		return maps.RuleStats{}, badItem(`%s, not an object: write each rule as {"rule":"10.0.0.0/24","in":{"packets":N,"bytes":N},"out":{"packets":N,"bytes":N}}`, describe(b))
+		return maps.RuleStats{}, nil, badItem(`%s, not an object: write each rule as {"rule":"10.0.0.0/24","in":{"packets":N,"bytes":N},"out":{"packets":N,"bytes":N}}`, describe(b))
 	}
-	var ruleRaw, options, in, out []byte
+	var ruleRaw, options, in, out, interfaces []byte
 	members(b, func(name, value []byte) {
 		switch string(name) {
 		case "rule":
@@ -270,30 +280,36 @@ func readItem(b []byte) (maps.RuleStats, error) {
 			in = value
 		case "out":
 			out = value
+		case "interfaces":
+			interfaces = value
 		}
 	})
 	if ruleRaw == nil {
-		return maps.RuleStats{}, badItem(`no "rule"`)
+		return maps.RuleStats{}, nil, badItem(`no "rule"`)
 	}
 	var s string
 	if ruleRaw[0] != '"' || json.Unmarshal(ruleRaw, &s) != nil {
-		return maps.RuleStats{}, badItem(`"rule" is %s, not a string such as "10.0.0.0/24"`, describe(ruleRaw))
+		return maps.RuleStats{}, nil, badItem(`"rule" is %s, not a string such as "10.0.0.0/24"`, describe(ruleRaw))
 	}
 	r, err := rule.Parse(s)
 	if err != nil {
-		return maps.RuleStats{}, badItem("%v", err)
+		return maps.RuleStats{}, nil, badItem("%v", err)
 	}
 	rs := maps.RuleStats{Rule: r}
 	if rs.Options, err = readOptions(r, options); err != nil {
-		return maps.RuleStats{}, err
+		return maps.RuleStats{}, nil, err
 	}
 	if rs.Stats.In, err = readCounter(r, "in", in); err != nil {
-		return maps.RuleStats{}, err
+		return maps.RuleStats{}, nil, err
 	}
 	if rs.Stats.Out, err = readCounter(r, "out", out); err != nil {
-		return maps.RuleStats{}, err
+		return maps.RuleStats{}, nil, err
 	}
-	return rs, nil
+	ir, err := readInterfaces(r, rs.Stats, interfaces)
+	if err != nil {
+		return maps.RuleStats{}, nil, err
+	}
+	return rs, ir, nil
 }
 
 // readOptions reads the "options" of rule r, if it has any:

@@ -32,7 +32,7 @@ func TestWriteRead(t *testing.T) {
 	rules := []maps.RuleStats{rs("10.0.0.0/24", 2, 196, 1, 98), rs("2001:db8::1/128", max64, max64, 0, max64-1), rs("10.1.0.0/16", 1, 2, 3, 4)}
 	rules[2].Options = maps.Options{ByInterface: true, Hosts: 1000}
 	var b bytes.Buffer
-	if err := Write(&b, at, rules); err != nil {
+	if err := Write(&b, at, rules, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := `{"version":2,"saved_at":"2026-11-22T14:04:18Z","rules":[
@@ -52,7 +52,7 @@ func TestWriteRead(t *testing.T) {
 		t.Fatalf("read %v %v, want %v %v", f.SavedAt, f.Rules, at, rules)
 	}
 	b.Reset()
-	Write(&b, at, nil)
+	Write(&b, at, nil, nil)
 	if f, err := Read(&b, nil); err != nil || len(f.Rules) != 0 {
 		t.Fatalf("empty file: %v, %v", f, err)
 	}
@@ -172,7 +172,7 @@ func FuzzRead(f *testing.F) {
 			seen[r.Rule] = true
 		}
 		var b bytes.Buffer
-		if err := Write(&b, file.SavedAt, file.Rules); err != nil {
+		if err := Write(&b, file.SavedAt, file.Rules, file.Interfaces); err != nil {
 			t.Fatal(err)
 		}
 		again, err := Read(&b, func(i int, reason error) { t.Fatalf("warning on rewrite: %d: %v", i, reason) })
@@ -195,7 +195,7 @@ func TestWriteFile(t *testing.T) {
 		}
 	}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	if err := WriteFile(path, at, []maps.RuleStats{rs("10.0.0.0/24", 1, 2, 3, 4)}); err != nil {
+	if err := WriteFile(path, at, []maps.RuleStats{rs("10.0.0.0/24", 1, 2, 3, 4)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
@@ -205,11 +205,11 @@ func TestWriteFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules := []maps.RuleStats{rs("10.0.0.0/24", 5, 6, 7, 8), rs("::/0", 0, 0, 0, 0)}
-	if err := WriteFile(path, at, rules); err != nil {
+	if err := WriteFile(path, at, rules, nil); err != nil {
 		t.Fatal(err)
 	}
 	var want bytes.Buffer
-	Write(&want, at, rules)
+	Write(&want, at, rules, nil)
 	if got, err := os.ReadFile(path); err != nil || string(got) != want.String() {
 		t.Fatalf("file holds %q, %v; want %q", got, err, want.String())
 	}
@@ -228,7 +228,7 @@ func TestWriteFile(t *testing.T) {
 		{dir, "is a directory: give a file name"},
 		{filepath.Join(dir, "none", "c.json"), "no such file or directory: give a file in an existing directory"},
 	} {
-		if err := WriteFile(tt.path, at, rules); err == nil || !strings.Contains(err.Error(), tt.err) {
+		if err := WriteFile(tt.path, at, rules, nil); err == nil || !strings.Contains(err.Error(), tt.err) {
 			t.Errorf("WriteFile(%s): %v, want an error saying %q", tt.path, err, tt.err)
 		}
 	}
@@ -248,7 +248,7 @@ func benchFile(b *testing.B) []byte {
 		rules[i] = rs(r, n, n*1500, n/2, n*700)
 	}
 	var buf bytes.Buffer
-	if err := Write(&buf, time.Now(), rules); err != nil {
+	if err := Write(&buf, time.Now(), rules, nil); err != nil {
 		b.Fatal(err)
 	}
 	return buf.Bytes()
@@ -272,7 +272,7 @@ func BenchmarkWrite(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if err := Write(io.Discard, f.SavedAt, f.Rules); err != nil {
+		if err := Write(io.Discard, f.SavedAt, f.Rules, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

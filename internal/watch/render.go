@@ -34,16 +34,26 @@ func Render(w io.Writer, h Header, rows []Row) error {
 	fmt.Fprintf(w, "%s  rules: %d%s  interfaces: %s\n", h.Time.Format(time.DateTime), h.Rules, shown, ifaces)
 	t := textfmt.NewTable(append(Columns[:len(Columns):len(Columns)], "PACKETS/S", "BITS/S")...)
 	for _, r := range rows {
-		pps, bps := "-", "-"
-		switch r.State {
-		case Measured:
-			pps, bps = textfmt.PacketRate(r.PacketRate), textfmt.BitRate(r.BitRate)
-		case Reset:
-			pps, bps = "reset", "reset"
+		t.Add(rateCells(r)...)
+		for _, p := range r.Parts {
+			cells := rateCells(p)
+			cells[0] = "  " + p.Label
+			t.Add(cells...)
 		}
-		t.Add(append(Cells(maps.RuleStats{Rule: r.Rule, Stats: r.Stats}), pps, bps)...)
 	}
 	return t.Write(w)
+}
+
+// rateCells are a row's cells: its counters (Cells) and its rates.
+func rateCells(r Row) []string {
+	pps, bps := "-", "-"
+	switch r.State {
+	case Measured:
+		pps, bps = textfmt.PacketRate(r.PacketRate), textfmt.BitRate(r.BitRate)
+	case Reset:
+		pps, bps = "reset", "reset"
+	}
+	return append(Cells(maps.RuleStats{Rule: r.Rule, Stats: r.Stats}), pps, bps)
 }
 
 // Columns are the headings of a rule's counters, as both stats and

@@ -13,6 +13,8 @@ import (
 type Reading struct {
 	Stats      []maps.RuleStats
 	Interfaces []string
+	// Parts are the parts of rules shown under them (Part), by rule.
+	Parts map[maps.Rule][]Part
 }
 
 // Config says what Run reads, how often, and how it draws.
@@ -57,12 +59,12 @@ func Run(ctx context.Context, w io.Writer, c Config) error {
 			return err
 		}
 		now := time.Now()
-		rows := m.Next(now, r.Stats)
+		rows := m.NextReading(now, r)
 		Sort(rows, c.Order)
 		top := c.Top
 		if c.Terminal && c.Height != nil {
 			// Leave room for the header, the heading and the cursor line.
-			if fit := max(c.Height()-3, 1); top <= 0 || fit < top {
+			if fit := fitting(Top(rows, top), max(c.Height()-3, 1)); top <= 0 || fit < top {
 				top = fit
 			}
 		}
@@ -98,4 +100,17 @@ func draw(w io.Writer, block []byte, terminal bool) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// fitting returns how many of rows fit in lines lines, each rule's row
+// with the rows of its parts (at least one rule).
+func fitting(rows []Row, lines int) int {
+	n, used := 0, 0
+	for _, r := range rows {
+		if used += 1 + len(r.Parts); used > lines {
+			break
+		}
+		n++
+	}
+	return max(n, 1)
 }

@@ -39,37 +39,71 @@ type Row struct {
 	// PacketRate and BitRate are the rule's total (in + out) packets per
 	// second and bits per second since the previous reading.
 	PacketRate, BitRate float64
+	// Label, on a part of a rule (see Part), names the part; Parts are
+	// the rows of a rule's parts, each with its own rate, shown under it.
+	Label string
+	Parts []Row
+}
+
+// Part is a part of a rule's counts, such as its row of one attachment
+// of the per-interface breakdown, shown under the rule with its own rate.
+type Part struct {
+	// Key tells the part apart from the rule's others from one reading
+	// to the next; Label names it for people.
+	Key, Label string
+	Stats      maps.Stats
 }
 
 // Meter keeps the previous reading, to turn the next one into rates.
 // The zero Meter is ready to use.
 type Meter struct {
-	prev map[maps.Rule]maps.Stats
+	prev map[meterKey]maps.Stats
 	at   time.Time
+}
+
+// meterKey is what a Meter knows a row by: its rule, and the key of the
+// part of it (Part.Key), empty for the rule's own row.
+type meterKey struct {
+	rule maps.Rule
+	part string
 }
 
 // Next takes a reading made at time at and returns one row per rule, in
 // the reading's order. Rules absent from the previous reading are New;
 // rules absent from this one are forgotten.
 func (m *Meter) Next(at time.Time, stats []maps.RuleStats) []Row {
-	rows := make([]Row, len(stats))
-	next := make(map[maps.Rule]maps.Stats, len(stats))
+	return m.NextReading(at, Reading{Stats: stats})
+}
+
+// NextReading is Next of a whole reading: a rule's row has a row for each
+// of its parts (Reading.Parts), whose rate is measured as a rule's.
+func (m *Meter) NextReading(at time.Time, r Reading) []Row {
+	rows := make([]Row, len(r.Stats))
+	next := make(map[meterKey]maps.Stats, len(r.Stats))
 	secs := at.Sub(m.at).Seconds()
-	for i, rs := range stats {
-		next[rs.Rule] = rs.Stats
-		rows[i] = Row{Rule: rs.Rule, Stats: rs.Stats}
-		prev, ok := m.prev[rs.Rule]
+	measure := func(k meterKey, row *Row) {
+		next[k] = row.Stats
+		prev, ok := m.prev[k]
 		switch {
 		case !ok || secs <= 0:
-			rows[i].State = New
-		case backwards(prev, rs.Stats):
-			rows[i].State = Reset
+			row.State = New
+		case backwards(prev, row.Stats):
+			row.State = Reset
 		default:
-			d := rs.Stats.Total()
+			d := row.Stats.Total()
 			p := prev.Total()
-			rows[i].State = Measured
-			rows[i].PacketRate = float64(d.Packets-p.Packets) / secs
-			rows[i].BitRate = float64(d.Bytes-p.Bytes) * 8 / secs
+			row.State = Measured
+			row.PacketRate = float64(d.Packets-p.Packets) / secs
+			row.BitRate = float64(d.Bytes-p.Bytes) * 8 / secs
+		}
+	}
+	for i, rs := range r.Stats {
+		rows[i] = Row{Rule: rs.Rule, Stats: rs.Stats}
+		measure(meterKey{rule: rs.Rule}, &rows[i])
+		for _, p := range r.Parts[rs.Rule] {
+			part := Row{Rule: rs.Rule, Stats: p.Stats, Label: p.Label}
+			measure(meterKey{rs.Rule, p.Key}, &part)
+			rows[i].Parts = append(rows[i].Parts, part)
 		}
 	}
 	m.prev, m.at = next, at

@@ -248,3 +248,40 @@ func TestRunFitsTerminal(t *testing.T) {
 		t.Errorf("a 5-line terminal should show the top 2 of 3 rules:\n%q", out)
 	}
 }
+
+// TestMeterParts measures the parts of a rule (its per-interface rows)
+// each on its own, keeps them with their rule when rules are sorted, and
+// draws them indented under it.
+func TestMeterParts(t *testing.T) {
+	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	reading := func(a, eth0, eth1 uint64) Reading {
+		return Reading{Stats: []maps.RuleStats{rs(ruleA, a, 100*a, 0, 0), rs(ruleB, 1, 100, 0, 0)}, Parts: map[maps.Rule][]Part{ruleA: {
+			{Key: "1", Label: "eth0 #1", Stats: rs(ruleA, eth0, 100*eth0, 0, 0).Stats},
+			{Key: "2", Label: "eth1 #2", Stats: rs(ruleA, eth1, 100*eth1, 0, 0).Stats},
+		}}}
+	}
+	var m Meter
+	m.NextReading(t0, reading(3, 1, 2))
+	rows := m.NextReading(t0.Add(time.Second), reading(13, 1, 12))
+	Sort(rows, ByRate)
+	if len(rows) != 2 || rows[0].Rule != ruleA || len(rows[0].Parts) != 2 || len(rows[1].Parts) != 0 {
+		t.Fatalf("rows %+v", rows)
+	}
+	for i, want := range []float64{0, 10} {
+		if p := rows[0].Parts[i]; p.State != Measured || p.PacketRate != want || p.BitRate != want*800 {
+			t.Errorf("part %s: %+v, want %v packets/s", p.Label, p, want)
+		}
+	}
+	// On a terminal of 3 lines for rows, the first rule and its two
+	// parts fit, and not the second rule.
+	if n, all := fitting(rows, 3), fitting(rows, 4); n != 1 || all != 2 {
+		t.Errorf("fitting: %d rules in 3 lines, %d in 4, want 1 and 2", n, all)
+	}
+	var b bytes.Buffer
+	if err := Render(&b, Header{Time: t0, Rules: 2}, rows); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\n  eth1 #2          12") || !strings.Contains(b.String(), "10 pkt/s") {
+		t.Errorf("rendered\n%s", b.String())
+	}
+}
