@@ -45,6 +45,10 @@ type Capacity struct {
 	// CacheSize is how many addresses each family's address cache holds
 	// per CPU, a power of two (CheckCacheSize); 0 is DefaultCacheSize.
 	CacheSize uint32
+	// HostCapacity is how many host entries the host tables of each
+	// family's rules may hold together (see HostsV4Name); 0 is
+	// DefaultHostCapacity.
+	HostCapacity uint32
 }
 
 // Spec returns the specs of the maps of a set created with this capacity.
@@ -56,6 +60,9 @@ func (c Capacity) Spec() map[string]*ebpf.MapSpec {
 		}
 	}
 	for n, spec := range cacheSpecs(c.cacheSize()) {
+		specs[n] = spec
+	}
+	for n, spec := range hostsSpecs(c.hostCapacity()) {
 		specs[n] = spec
 	}
 	return specs
@@ -162,7 +169,7 @@ var RuleNames = []string{RulesV4Name, StatsV4Name, RulesV6Name, StatsV6Name}
 // created and pinned: the generation first, so that a set missing it but
 // not the others is a set of layout 1, made before the caches (see open).
 // They are unpinned in the reverse order.
-var Names = append([]string{GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
+var Names = append([]string{HostsV4Name, HostsV6Name, GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
 
 // checkLayout reports how a map differs from its spec in type, key size,
 // value size or flags. The capacity may differ, and so may the stats

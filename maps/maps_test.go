@@ -123,7 +123,7 @@ func TestEitherKind(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := s.Capacity(); s.Created || got != (Capacity{MaxRules: 100, Prealloc: made, CacheSize: DefaultCacheSize}) {
+				if got := s.Capacity(); s.Created || got != (Capacity{MaxRules: 100, Prealloc: made, CacheSize: DefaultCacheSize, HostCapacity: DefaultHostCapacity}) {
 					t.Errorf("opened a set created with %v: created %v, capacity %+v", made, s.Created, got)
 				}
 				s.Close()

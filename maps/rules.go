@@ -158,7 +158,7 @@ func (f family[K]) has(k K) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("look up rule %s: %w", k.Rule(), err)
 	}
-	return int(prefixlen) == k.Rule().Bits(), nil
+	return int(prefixlen&PrefixMask) == k.Rule().Bits(), nil
 }
 
 // Rules returns every rule, IPv4 then IPv6, each family sorted by address
@@ -302,7 +302,7 @@ func (f family[K]) eachEntry(fn func(K, Stats)) error {
 // readBatches calls fn with every key of m and its values (per of them: one,
 // or one per CPU), reading m in batches where the kernel can (hash maps
 // 5.6, LPM tries 5.13), else key by key.
-func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
+func readBatches[K, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	keys := make([]K, batchSize)
 	values := make([]V, batchSize*per)
 	var cursor ebpf.MapBatchCursor
@@ -325,7 +325,7 @@ func readBatches[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 
 // readEach is readBatches one key at a time, for kernels without batch
 // lookups on m's type of map.
-func readEach[K key, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
+func readEach[K, V any](m *ebpf.Map, per int, fn func(K, []V)) error {
 	var k K
 	values := make([]V, per)
 	it := m.Iterate()

@@ -27,6 +27,8 @@ type Set struct {
 	// CacheV4, CacheV6 and Gen are the address caches and the
 	// generation (see CacheV4Name).
 	CacheV4, CacheV6, Gen *ebpf.Map
+	// HostsV4 and HostsV6 hold the rules' host tables (see HostsV4Name).
+	HostsV4, HostsV6 *ebpf.Map
 	// Created is true when this call created and pinned the maps.
 	Created bool
 	// NoOrphans says that every stats entry has its rule: no change was
@@ -62,6 +64,10 @@ func (s *Set) field(name string) **ebpf.Map {
 		return &s.CacheV6
 	case GenerationName:
 		return &s.Gen
+	case HostsV4Name:
+		return &s.HostsV4
+	case HostsV6Name:
+		return &s.HostsV6
 	}
 	return nil
 }
@@ -140,7 +146,7 @@ func Create(c Capacity) (*Set, error) {
 // taking them from spare) when c.MaxRules > 0.
 func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, error) {
 	s := &Set{Dir: dir}
-	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc, CacheSize: c.CacheSize}.Spec()
+	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc, CacheSize: c.CacheSize, HostCapacity: c.HostCapacity}.Spec()
 	missing := 0
 	for _, n := range Names {
 		path := filepath.Join(dir, n)
@@ -220,7 +226,7 @@ func CheckLayout(dir string) error {
 // created alike).
 func (s *Set) Capacity() Capacity {
 	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0,
-		CacheSize: s.CacheV4.MaxEntries() * CacheWays}
+		CacheSize: s.CacheV4.MaxEntries() * CacheWays, HostCapacity: s.HostsV4.MaxEntries()}
 }
 
 // take returns the map of the given name and leaves the set without it;
