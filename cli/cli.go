@@ -69,6 +69,7 @@ type CLI struct {
 	List   ListCmd   `cmd:"" help:"List the rules, IPv4 then IPv6."`
 	Stats  StatsCmd  `cmd:"" help:"Show the packets and bytes counted per rule."`
 	Status StatusCmd `cmd:"" help:"Show the pin directory, the rules per family, every attachment and the kernel fallbacks in use."`
+	Hosts  HostsCmd  `cmd:"" help:"Empty the host table of a rule counted per host (--clear --ip-address X)."`
 
 	Save    SaveCmd    `cmd:"" help:"Save every rule and its counters to a file."`
 	Restore RestoreCmd `cmd:"" help:"Add the rules of a saved file, each starting from its saved counters."`

@@ -16,6 +16,7 @@ import (
 type StatsCmd struct {
 	IPAddress string `name:"ip-address" placeholder:"X" help:"Show only this rule (the rule itself, not the longest matching one)."`
 	JSON      bool   `name:"json" help:"Print JSON with exact integers."`
+	Hosts     bool   `name:"hosts" help:"Show the hosts of the rule of --ip-address, one added with --hosts N: a row per host, then \"other hosts\", the rest of its total (hosts that found its table full, what it counted before the option, hosts cleared). --sort bytes|packets ranks them, --top N shows the first N (the others are in other hosts)."`
 	WatchFlags
 }
 
@@ -23,6 +24,9 @@ type StatsCmd struct {
 func (s *StatsCmd) Run(c *Context) error {
 	if err := s.check(s.JSON); err != nil {
 		return err
+	}
+	if s.Hosts {
+		return s.showHosts(c)
 	}
 	if s.live() {
 		return s.show(c, s.read)

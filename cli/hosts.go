@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+
+	"github.com/traffic-meter/traffic_meter/internal/pindir"
+	"github.com/traffic-meter/traffic_meter/internal/rule"
+	"github.com/traffic-meter/traffic_meter/internal/textfmt"
+	"github.com/traffic-meter/traffic_meter/internal/watch"
+	"github.com/traffic-meter/traffic_meter/maps"
+)
+
+// HostsCmd acts on the per-host breakdown of a rule (add --hosts N).
+type HostsCmd struct {
+	Clear     bool   `name:"clear" help:"Empty the rule's host table: its hosts' counts move to its \"other hosts\" remainder (the sums still hold), and new hosts get entries again."`
+	IPAddress string `name:"ip-address" required:"" placeholder:"X" help:"The rule, as added with --hosts N."`
+}
+
+// Run empties the rule's host table, as a change: a new, empty table
+// takes the old one's place in one update.
+func (h *HostsCmd) Run(c *Context) error {
+	if !h.Clear {
+		return fmt.Errorf("say what to do with the hosts of %s: --clear (see them with 'traffic_meter stats --hosts --ip-address %[1]s')", h.IPAddress)
+	}
+	r, err := rule.Parse(h.IPAddress)
+	if err != nil {
+		return err
+	}
+	return c.change(false, func(*pindir.Dir) error {
+		set, err := maps.Open(c.Dir)
+		if err != nil {
+			return err
+		}
+		defer set.Close()
+		if err := set.HostsClear(r); err != nil {
+			return hostsError(err, r)
+		}
+		fmt.Fprintf(c.Stdout, "cleared the hosts of %s: their counts are in its other hosts\n", r)
+		return nil
+	})
+}
+
+// hostsError adds its fix to an error of a rule's hosts.
+func hostsError(err error, r maps.Rule) error {
+	switch {
+	case errors.Is(err, maps.ErrUnknownRule):
+		return fmt.Errorf("%w: see the rules with 'traffic_meter list', or add it with 'traffic_meter add --ip-address %s --hosts N'", err, r)
+	case errors.Is(err, maps.ErrNoHosts):
+		return fmt.Errorf("%w: give it a host capacity with 'traffic_meter add --ip-address %s --hosts N'", err, r)
+	}
+	return err
+}
+
+// showHosts prints the per-host breakdown of the rule of --ip-address:
+// stats --hosts.
+func (s *StatsCmd) showHosts(c *Context) error {
+	if s.IPAddress == "" {
+		return errors.New("--hosts shows the hosts of one rule: give it with --ip-address X")
+	}
+	if s.live() {
+		return errors.New("--hosts has no rates yet: leave out --watch and --sort rate")
+	}
+	r, err := rule.Parse(s.IPAddress)
+	if err != nil {
+		return err
+	}
+	var h maps.RuleHosts
+	err = c.read(func(set *maps.Set) (err error) {
+		h, err = set.Hosts(r)
+		return err
+	})
+	if err != nil {
+		return hostsError(err, r)
+	}
+	rows := s.rankHosts(h.Hosts)
+	// The remainder of what is shown: the hosts that --top leaves out
+	// are in it, so that the rows add up to the total.
+	shown := h
+	shown.Hosts = rows
+	if s.JSON {
+		return writeHostsJSON(c.Stdout, shown)
+	}
+	return writeHostsTable(c.Stdout, shown)
+}
+
+// rankHosts sorts a rule's hosts by --sort (bytes or packets, largest
+// first; by address without), and keeps --top of them.
+func (s *StatsCmd) rankHosts(hosts []maps.HostStats) []maps.HostStats {
+	slices.SortFunc(hosts, func(a, b maps.HostStats) int {
+		if s.Sort != "" {
+			if c := watch.CompareTotals(watch.Order(s.Sort), a.Stats, b.Stats); c != 0 {
+				return c
+			}
+		}
+		return a.Host.Compare(b.Host)
+	})
+	if s.Top > 0 && s.Top < len(hosts) {
+		hosts = hosts[:s.Top]
+	}
+	return hosts
+}
+
+// otherHosts is the name of a rule's remainder row.
+const otherHosts = "other hosts"
+
+// writeHostsTable prints a rule's hosts as a table under the columns of
+// stats, the host first, then the "other hosts" row.
+func writeHostsTable(w io.Writer, h maps.RuleHosts) error {
+	fmt.Fprintf(w, "%s  hosts: %d shown, capacity %d\n", h.Rule, len(h.Hosts), h.Options.Hosts)
+	t := textfmt.NewTable(append([]string{"HOST"}, watch.Columns[1:]...)...)
+	row := func(name string, st maps.Stats) {
+		t.Add(append([]string{name}, watch.Cells(maps.RuleStats{Stats: st})[1:]...)...)
+	}
+	for _, hs := range h.Hosts {
+		row(hs.Host.String(), hs.Stats)
+	}
+	row(otherHosts, h.Other())
+	return t.Write(w)
+}
+
+// writeHostsJSON prints a rule's hosts as
+//
+//	{"rule":"10.0.0.0/16","hosts_capacity":1000,
+//	 "packets":N,"bytes":N,"in":{...},"out":{...},
+//	 "hosts":[{"host":"10.0.0.1","packets":N,"bytes":N,"in":{...},"out":{...}}, ...],
+//	 "other":{"packets":N,"bytes":N,"in":{...},"out":{...}}}
+//
+// the rule's total first, then its hosts, then the remainder: exact
+// integers, hosts plus other equal to the total.
+func writeHostsJSON(w io.Writer, h maps.RuleHosts) error {
+	b := []byte(`{"rule":"`)
+	b = h.Rule.AppendTo(b)
+	b = append(b, `","hosts_capacity":`...)
+	b = strconv.AppendUint(b, uint64(h.Options.Hosts), 10)
+	b = appendHostStats(append(b, ','), h.Total)
+	b = append(b, `,"hosts":[`...)
+	for i, hs := range h.Hosts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n"+`{"host":"`...)
+		b = hs.Host.AppendTo(b)
+		b = appendHostStats(append(b, `",`...), hs.Stats)
+		b = append(b, '}')
+	}
+	b = append(b, "\n"+`],"other":{`...)
+	b = appendHostStats(b, h.Other())
+	b = append(b, "}}\n"...)
+	_, err := w.Write(b)
+	return err
+}
+
+// appendHostStats appends "packets":N,"bytes":N,"in":{...},"out":{...}.
+func appendHostStats(b []byte, st maps.Stats) []byte {
+	t := st.Total()
+	b = fmt.Appendf(b, `"packets":%d,"bytes":%d,"in":{"packets":%d,"bytes":%d},"out":{"packets":%d,"bytes":%d}`,
+		t.Packets, t.Bytes, st.In.Packets, st.In.Bytes, st.Out.Packets, st.Out.Bytes)
+	return b
+}
