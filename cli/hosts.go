@@ -161,3 +161,49 @@ func appendHostStats(b []byte, st maps.Stats) []byte {
 		t.Packets, t.Bytes, st.In.Packets, st.In.Bytes, st.Out.Packets, st.Out.Bytes)
 	return b
 }
+
+// hostsStatus is a family's host entries, as status shows them.
+type hostsStatus struct {
+	// Rules have host tables, which reserve Reserved entries of
+	// Capacity, and Used of them are taken.
+	Rules    int    `json:"rules"`
+	Used     uint64 `json:"used"`
+	Reserved uint64 `json:"reserved"`
+	Capacity uint64 `json:"capacity"`
+	// Full is the frames that went to a rule's other hosts because its
+	// table was full.
+	Full uint64 `json:"full_frames"`
+}
+
+// hostsFamilies are both families' host entries.
+type hostsFamilies struct {
+	IPv4 hostsStatus `json:"ipv4"`
+	IPv6 hostsStatus `json:"ipv6"`
+}
+
+// readHostsStatus reads both families' host entries.
+func readHostsStatus(set *maps.Set) (hostsFamilies, error) {
+	v4, v6, err := set.HostsUsage()
+	if err != nil {
+		return hostsFamilies{}, err
+	}
+	of := func(u maps.HostsUsage) hostsStatus {
+		return hostsStatus{Rules: u.Rules, Used: u.Used, Reserved: u.Reserved, Capacity: u.Capacity}
+	}
+	return hostsFamilies{of(v4), of(v6)}, nil
+}
+
+// write prints a line per family for people.
+func (h hostsFamilies) write(w io.Writer) {
+	for _, f := range []struct {
+		name string
+		s    hostsStatus
+	}{{"IPv4", h.IPv4}, {"IPv6", h.IPv6}} {
+		rules := "rules"
+		if f.s.Rules == 1 {
+			rules = "rule"
+		}
+		fmt.Fprintf(w, "hosts: %s %d of %d entries used (%d reserved by %d %s), %d frames to other hosts by a full table\n",
+			f.name, f.s.Used, f.s.Capacity, f.s.Reserved, f.s.Rules, rules, f.s.Full)
+	}
+}

@@ -27,6 +27,7 @@ type status struct {
 	Capacity    familyCounts       `json:"capacity"`
 	StatsTables statsTables        `json:"stats_tables"`
 	Cache       cacheStatus        `json:"address_cache"`
+	Hosts       hostsFamilies      `json:"hosts"`
 	Attachments []attachmentStatus `json:"attachments"`
 	// Stacked are the attachments that count a frame twice, each on a
 	// device stacked on the other's.
@@ -123,6 +124,9 @@ func (s *StatusCmd) Run(c *Context) error {
 		if st.Cache.Generation, err = set.Generation(); err != nil {
 			return err
 		}
+		if st.Hosts, err = readHostsStatus(set); err != nil {
+			return err
+		}
 		rules, err := set.Rules()
 		for _, r := range rules {
 			if r.Addr().Is4() {
@@ -194,6 +198,7 @@ func (st *status) write(c *Context) error {
 		fmt.Fprintf(c.Stdout, "rules: %d IPv4 of %d, %d IPv6 of %d\n", st.Rules.IPv4, st.Capacity.IPv4, st.Rules.IPv6, st.Capacity.IPv6)
 		fmt.Fprintf(c.Stdout, "stats tables: %s\n", st.StatsTables)
 		fmt.Fprintf(c.Stdout, "address cache: %s\n", st.Cache)
+		st.Hosts.write(c.Stdout)
 	} else {
 		fmt.Fprintf(c.Stdout, "rules: none, no maps (nothing loaded)\n")
 	}

@@ -343,9 +343,11 @@ func restoreHosts[K key](f family[K], h hostTables[K], r Rule, rows []HostStats)
 	return left, nil
 }
 
-// HostsUsage is a family's host entries: Used of the tables' entries are
-// taken, the tables hold Reserved together, of the family's Capacity.
+// HostsUsage is a family's host entries: Rules have host tables, which
+// hold Reserved entries together, of the family's Capacity, and Used of
+// them are taken.
 type HostsUsage struct {
+	Rules                    int
 	Used, Reserved, Capacity uint64
 }
 
@@ -365,6 +367,7 @@ func (h hostTables[K]) usage() (HostsUsage, error) {
 	var inner *ebpf.Map
 	it := h.outer.Iterate()
 	for it.Next(&k, &inner) {
+		u.Rules++
 		u.Reserved += uint64(inner.MaxEntries())
 		n, err := countKeys(inner)
 		inner.Close()

@@ -187,7 +187,7 @@ func TestHosts(t *testing.T) {
 			if fam.name == "ipv6" {
 				u = v6
 			}
-			if u != (HostsUsage{Used: 4, Reserved: 10, Capacity: 10}) {
+			if u != (HostsUsage{Rules: 2, Used: 4, Reserved: 10, Capacity: 10}) {
 				t.Fatalf("usage %+v", u)
 			}
 
