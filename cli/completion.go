@@ -120,7 +120,7 @@ func pinnedRules(a complete.Args) []string {
 	rules, _ := set.Rules()
 	out := make([]string, len(rules))
 	for i, r := range rules {
-		out[i] = r.String()
+		out[i] = r.Rule.String()
 	}
 	return out
 }

@@ -60,7 +60,9 @@ func (StatusCmd) Help() string {
 func (AddCmd) Help() string {
 	return `A rule is an IPv4 or IPv6 address (a /32 or /128 rule) or a network in CIDR notation, checked strictly: address syntax (no leading zeros in IPv4), prefix length in range, host bits zero (10.0.0.1/24 is refused, naming 10.0.0.0/24). IPv6 zones (fe80::1%eth0) are refused, and so are IPv4-mapped IPv6 addresses (::ffff:10.0.0.1): IPv4 packets are counted by IPv4 rules, so such a rule would never match them, and the error names the IPv4 form to use instead.
 
-add creates the rule's zero counters before the rule, so the program never matches a rule it cannot count. Adding a rule again keeps its counters. When there are no maps, add creates them, holding --max-rules rules per address family.`
+add creates the rule's zero counters before the rule, so the program never matches a rule it cannot count. Adding a rule again keeps its counters. When there are no maps, add creates them, holding --max-rules rules per address family.
+
+--by-interface and --hosts N are the rule's options: breakdowns of its total kept beside it (see stats --by-interface and stats --hosts). Adding a rule that exists with other options changes its options and keeps its counters; adding it without any removes them. A rule without options costs the program nothing more; its total is the same with or without them. Whatever a breakdown has no row for (what the rule counted before the option was set, a frame that found the breakdown's table full) is in its remainder: the total less the rows.`
 }
 
 // Help is what del --help says after its one-line help.
@@ -72,12 +74,14 @@ func (DelCmd) Help() string {
 func (ImportCmd) Help() string {
 	return `The file must be a JSON array of strings, each a rule as add takes it. It is read in full, streaming, before anything is added: an unreadable file, invalid JSON anywhere or a root that is not an array is an error, and nothing is added. Invalid items are skipped with one warning each, naming the item's index in the array (from 0) and the reason. Duplicates are fine, and rules that exist already keep their counters. A summary line counts the rules imported, the new ones among them and the items skipped.
 
-The rules are then added in batches, all or nothing: if the maps fill up, or SIGINT or SIGTERM arrives, the rules this import added are removed again, and it exits 1 saying so. After SIGKILL some of its rules are left, each counting; running the import again completes it. When there are no maps, import creates them.`
+The rules are then added in batches, all or nothing: if the maps fill up, or SIGINT or SIGTERM arrives, the rules this import added are removed again, and it exits 1 saying so. After SIGKILL some of its rules are left, each counting; running the import again completes it. When there are no maps, import creates them.
+
+--by-interface and --hosts N set the options of every rule of the file, as add sets them: new rules get them, and rules that exist and have other options change to them, their counters kept (without either flag, such rules lose their options).`
 }
 
 // Help is what list --help says after its one-line help.
 func (ListCmd) Help() string {
-	return `Prints every rule in canonical CIDR form, IPv4 then IPv6, each sorted by address and then prefix length.`
+	return `Prints every rule in canonical CIDR form, IPv4 then IPv6, each sorted by address and then prefix length, and after a rule with options its options in parentheses, as add sets them: 10.1.0.0/16 (by-interface, hosts 1000). --json lists the rules as strings in "rules" and the options of the rules that have any in "options", by rule.`
 }
 
 // Help is what stats --help says after its one-line help.

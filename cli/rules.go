@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +14,19 @@ import (
 // AddCmd adds a rule.
 type AddCmd struct {
 	IPAddress string `name:"ip-address" required:"" placeholder:"X" help:"IPv4/IPv6 address or CIDR, such as 10.0.0.0/24 or 2001:db8::1."`
+	RuleOptions
 	Capacity
+}
+
+// RuleOptions are the flags that set a rule's options (maps.Options).
+type RuleOptions struct {
+	ByInterface bool   `name:"by-interface" help:"Also count the rule per attachment (interface, network namespace, direction and hook): see 'stats --by-interface'. Its total stays the sum over every interface."`
+	Hosts       uint32 `name:"hosts" placeholder:"N" help:"Also count each address of the rule that a counted frame carries, exactly, up to N addresses; the others count in the rule's remainder: see 'stats --hosts'."`
+}
+
+// options returns the options the flags ask for.
+func (o RuleOptions) options() maps.Options {
+	return maps.Options{ByInterface: o.ByInterface, Hosts: o.Hosts}
 }
 
 // Run adds the rule, creating the maps if nothing is loaded yet.
@@ -24,12 +37,15 @@ func (a *AddCmd) Run(c *Context) error {
 	}
 	return c.change(true, func(d *pindir.Dir) error {
 		return c.withMaps(d, a.Capacity, nil, func(set *maps.Set) error {
-			added, err := set.Add(r)
+			o := a.options()
+			added, changed, err := set.Add(r, o)
 			switch {
 			case err != nil:
 				return err
 			case added:
-				fmt.Fprintf(c.Stdout, "added %s\n", r)
+				fmt.Fprintf(c.Stdout, "added %s\n", maps.Listed{Rule: r, Options: o})
+			case changed:
+				fmt.Fprintf(c.Stdout, "%s is a rule already: kept its counters, options now %s\n", r, cmp.Or(o.String(), "none"))
 			default:
 				fmt.Fprintf(c.Stdout, "%s is a rule already: kept its counters\n", r)
 			}
@@ -68,6 +84,7 @@ func (d *DelCmd) Run(c *Context) error {
 // ImportCmd adds the rules of a JSON file.
 type ImportCmd struct {
 	File string `name:"file" required:"" placeholder:"F.json" help:"JSON array of IPv4/IPv6 addresses and CIDRs, such as [\"10.0.0.0/24\", \"2001:db8::1\"]."`
+	RuleOptions
 	Capacity
 }
 
@@ -92,7 +109,7 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 	}
 	return c.change(true, func(d *pindir.Dir) error {
 		return c.withMaps(d, im.Capacity, spare(), func(set *maps.Set) error {
-			added, err := set.AddRules(c.Ctx, rules)
+			added, err := set.AddRules(c.Ctx, rules, im.options())
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("%w: removed the rules it had added; nothing was imported", errInterrupted)
 			}
@@ -107,12 +124,13 @@ func (im *ImportCmd) Run(c *Context) (err error) {
 
 // ListCmd lists the rules.
 type ListCmd struct {
-	JSON bool `name:"json" help:"Print JSON: {\"rules\": [\"10.0.0.0/24\", ...]}."`
+	JSON bool `name:"json" help:"Print JSON: {\"rules\": [\"10.0.0.0/24\", ...], \"options\": {\"10.0.0.0/24\": {\"by_interface\": true, \"hosts\": 1000}}}, the options of the rules that have any."`
 }
 
-// Run prints the rules, IPv4 then IPv6, in canonical CIDR form.
+// Run prints the rules, IPv4 then IPv6, in canonical CIDR form, each
+// with its options, if any.
 func (l *ListCmd) Run(c *Context) error {
-	var rules []maps.Rule
+	var rules []maps.Listed
 	err := c.read(func(set *maps.Set) (err error) {
 		rules, err = set.Rules()
 		return err
@@ -133,10 +151,25 @@ func (l *ListCmd) Run(c *Context) error {
 			b = append(b, ',')
 		}
 		b = append(b, '"')
-		b = r.AppendTo(b)
+		b = r.Rule.AppendTo(b)
 		b = append(b, '"')
 	}
-	b = append(b, "]}\n"...)
+	b = append(b, `],"options":{`...)
+	first := true
+	for _, r := range rules {
+		if r.Options == (maps.Options{}) {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = r.Rule.AppendTo(b)
+		b = append(b, `":`...)
+		b = r.Options.AppendJSON(b)
+	}
+	b = append(b, "}}\n"...)
 	_, err = c.Stdout.Write(b)
 	return err
 }

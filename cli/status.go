@@ -129,7 +129,7 @@ func (s *StatusCmd) Run(c *Context) error {
 		}
 		rules, err := set.Rules()
 		for _, r := range rules {
-			if r.Addr().Is4() {
+			if r.Rule.Addr().Is4() {
 				st.Rules.IPv4++
 			} else {
 				st.Rules.IPv6++

@@ -18,8 +18,9 @@ import (
 // A cache is a per-CPU array of buckets of CacheWays entries each,
 // CacheSize entries in all (a power of two): an address has its place in
 // the bucket at a hash of it, the most recently stored first. An entry is
-// {u64 generation; address; u32 result}: the result is the prefix length
-// of the longest rule that holds the address, or CacheNoMatch. The
+// {u64 generation; address; u32 result}: the result is the trie value
+// (prefix length and options, Options.Value) of the longest rule that
+// holds the address, or CacheNoMatch. The
 // generation map is a one-entry array holding {u64 generation; u32 mask},
 // mask being the number of buckets - 1.
 //
@@ -47,8 +48,8 @@ const DefaultCacheSize = 8192
 const CacheWays = 4
 
 // CacheNoMatch is the result of a cache entry of an address that no rule
-// holds: more than any prefix length.
-const CacheNoMatch = 0xff
+// holds: no trie value, whose prefix length is at most 128.
+const CacheNoMatch = 0xffffffff
 
 // Offsets and sizes of a cache entry, for the program: the generation,
 // the address and the result. An IPv4 entry is 16 bytes, an IPv6 one 32.

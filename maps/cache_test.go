@@ -2,6 +2,7 @@ package maps
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -103,38 +104,44 @@ func TestGeneration(t *testing.T) {
 	}
 }
 
-// TestLayout1 pins the four maps of a set of layout 1, made before the
-// address cache, and checks that they are refused as another version's,
-// and that nothing is created beside them.
-func TestLayout1(t *testing.T) {
+// TestOldLayouts pins the maps of a set of layout 1 (the four maps of the
+// rules, made before the address cache) and of layout 2 (those and the
+// caches, made before the rule options), and checks that they are
+// refused as another version's, and that nothing is created beside them.
+func TestOldLayouts(t *testing.T) {
 	testnet.RequireRoot(t)
-	dir := testnet.PinDir(t)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for n, spec := range Spec(100) {
-		m, err := ebpf.NewMap(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Close()
-		if err := m.Pin(filepath.Join(dir, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var other *OtherVersionError
-	for _, open := range []func() (*Set, error){
-		func() (*Set, error) { return Open(dir) },
-		func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 100}, nil) },
-	} {
-		if _, err := open(); !errors.As(err, &other) {
-			t.Errorf("got %v, want the other version's error", err)
-		}
-	}
-	if err := CheckLayout(dir); !errors.As(err, &other) {
-		t.Errorf("CheckLayout: %v, want the other version's error", err)
-	}
-	if n := Pinned(dir); n != len(RuleNames) {
-		t.Errorf("%d maps pinned, want the %d of layout 1 alone", n, len(RuleNames))
+	for layout, names := range map[int][]string{1: RuleNames, 2: Names[1:]} {
+		t.Run(fmt.Sprint("layout", layout), func(t *testing.T) {
+			dir := testnet.PinDir(t)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			specs := Capacity{MaxRules: 100}.Spec()
+			for _, n := range names {
+				m, err := ebpf.NewMap(specs[n])
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Close()
+				if err := m.Pin(filepath.Join(dir, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var other *OtherVersionError
+			for _, open := range []func() (*Set, error){
+				func() (*Set, error) { return Open(dir) },
+				func() (*Set, error) { return OpenOrCreate(dir, Capacity{MaxRules: 100}, nil) },
+			} {
+				if _, err := open(); !errors.As(err, &other) {
+					t.Errorf("got %v, want the other version's error", err)
+				}
+			}
+			if err := CheckLayout(dir); !errors.As(err, &other) {
+				t.Errorf("CheckLayout: %v, want the other version's error", err)
+			}
+			if n := Pinned(dir); n != len(names) {
+				t.Errorf("%d maps pinned, want the %d of layout %d alone", n, len(names), layout)
+			}
+		})
 	}
 }

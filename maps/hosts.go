@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -95,11 +96,34 @@ func hostTableSpec(addrSize, n uint32) *ebpf.MapSpec {
 		MaxEntries: n, Flags: unix.BPF_F_NO_PREALLOC}
 }
 
-// hostTables is a family's outer map of host tables.
-type hostTables[K key] struct{ outer *ebpf.Map }
+// hostTables is a family's outer map of host tables, with the count of
+// the host entries its tables reserve.
+type hostTables[K key] struct {
+	outer    *ebpf.Map
+	reserved *hostCount
+}
 
-func (s *Set) hosts4() hostTables[Key4] { return hostTables[Key4]{s.HostsV4} }
-func (s *Set) hosts6() hostTables[Key6] { return hostTables[Key6]{s.HostsV6} }
+// hostCount is the sum of the capacities of a family's host tables,
+// read once per Set and kept as the Set changes them: import changes
+// rules from a worker per CPU, and each must find the bound as the others
+// left it.
+type hostCount struct {
+	mu    sync.Mutex
+	known bool
+	n     uint64
+}
+
+// hostCounts are a Set's two families' hostCount.
+type hostCounts struct{ v4, v6 hostCount }
+
+func (s *Set) hosts4() hostTables[Key4] { return hostTables[Key4]{s.HostsV4, &s.counts().v4} }
+func (s *Set) hosts6() hostTables[Key6] { return hostTables[Key6]{s.HostsV6, &s.counts().v6} }
+
+// counts returns the Set's hostCounts, made on first use.
+func (s *Set) counts() *hostCounts {
+	s.hostsOnce.Do(func() { s.hostCounts = new(hostCounts) })
+	return s.hostCounts
+}
 
 // table returns the host table of rule k, nil when it has none.
 func (h hostTables[K]) table(k K) (*ebpf.Map, error) {
@@ -114,23 +138,31 @@ func (h hostTables[K]) table(k K) (*ebpf.Map, error) {
 	return inner, nil
 }
 
-// used returns how many host entries the rules' tables may hold together,
-// the table of rule except left out: the sum of their capacities.
-func (h hostTables[K]) used(except K) (uint64, error) {
-	var sum uint64
-	var k K
-	var inner *ebpf.Map
-	it := h.outer.Iterate()
-	for it.Next(&k, &inner) {
-		if k != except {
-			sum += uint64(inner.MaxEntries())
-		}
-		inner.Close()
+// capacityOf returns the capacity of rule k's host table, 0 when it has
+// none.
+func (h hostTables[K]) capacityOf(k K) (uint64, error) {
+	inner, err := h.table(k)
+	if inner == nil {
+		return 0, err
 	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("read the host tables: %w", err)
+	defer inner.Close()
+	return uint64(inner.MaxEntries()), nil
+}
+
+// lock locks the family's count of reserved host entries, reading it
+// from the tables the first time; the caller unlocks it.
+func (h hostTables[K]) lock() error {
+	h.reserved.mu.Lock()
+	if h.reserved.known {
+		return nil
 	}
-	return sum, nil
+	u, err := h.usage(false)
+	if err != nil {
+		h.reserved.mu.Unlock()
+		return err
+	}
+	h.reserved.n, h.reserved.known = u.Reserved, true
+	return nil
 }
 
 // swap gives rule k a new, empty host table of n hosts in one update of
@@ -138,10 +170,15 @@ func (h hostTables[K]) used(except K) (uint64, error) {
 // rule's remainder). It first checks the bound: the family's tables, the
 // rule's old one left out, plus n within the outer map's capacity.
 func (h hostTables[K]) swap(k K, n uint32) error {
-	used, err := h.used(k)
+	if err := h.lock(); err != nil {
+		return err
+	}
+	defer h.reserved.mu.Unlock()
+	had, err := h.capacityOf(k)
 	if err != nil {
 		return err
 	}
+	used := h.reserved.n - had
 	if capacity := uint64(h.outer.MaxEntries()); used+uint64(n) > capacity {
 		return &HostCapacityError{Rule: k.Rule(), Want: uint64(n), Used: used, Capacity: capacity}
 	}
@@ -154,6 +191,24 @@ func (h hostTables[K]) swap(k K, n uint32) error {
 	if err != nil {
 		return fmt.Errorf("put the host table of %s: %w", k.Rule(), err)
 	}
+	h.reserved.n = used + uint64(n)
+	return nil
+}
+
+// remove deletes rule k's host table, if it has one.
+func (h hostTables[K]) remove(k K) error {
+	if err := h.lock(); err != nil {
+		return err
+	}
+	defer h.reserved.mu.Unlock()
+	had, err := h.capacityOf(k)
+	if err != nil {
+		return err
+	}
+	if err := h.outer.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete the hosts of %s: %w", k.Rule(), err)
+	}
+	h.reserved.n -= had
 	return nil
 }
 
@@ -175,10 +230,7 @@ func (h hostTables[K]) cleanup(k K, old, new Options) error {
 	if old.Hosts == 0 || new.Hosts != 0 {
 		return nil
 	}
-	if err := h.outer.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete the hosts of %s: %w", k.Rule(), err)
-	}
-	return nil
+	return h.remove(k)
 }
 
 // HostStats is one host of a rule with its stats summed over CPUs.
@@ -225,15 +277,15 @@ func (s Stats) minus(o Stats) Stats {
 // exclusive.
 func (s *Set) Hosts(r Rule) (RuleHosts, error) {
 	if r.Addr().Is4() {
-		return readHosts(s.v4(), s.hosts4(), r)
+		return readHosts(s.v4(), r)
 	}
-	return readHosts(s.v6(), s.hosts6(), r)
+	return readHosts(s.v6(), r)
 }
 
 // ErrNoHosts says that a rule does not have the per-host option.
 var ErrNoHosts = errors.New("the rule does not count per host (add it again with --hosts N)")
 
-func readHosts[K key](f family[K], h hostTables[K], r Rule) (RuleHosts, error) {
+func readHosts[K key](f family[K], r Rule) (RuleHosts, error) {
 	k := f.keyOf(r)
 	o, has, err := f.options(k)
 	switch {
@@ -245,7 +297,7 @@ func readHosts[K key](f family[K], h hostTables[K], r Rule) (RuleHosts, error) {
 		return RuleHosts{}, fmt.Errorf("%s: %w", r, ErrNoHosts)
 	}
 	out := RuleHosts{Rule: r, Options: o}
-	inner, err := h.table(k)
+	inner, err := f.hosts.table(k)
 	if err != nil {
 		return RuleHosts{}, err
 	}
@@ -279,12 +331,12 @@ func readHostTable(m *ebpf.Map, fn func(netip.Addr, Stats)) error {
 // nor counted twice. The caller holds the pin directory's exclusive lock.
 func (s *Set) HostsClear(r Rule) error {
 	if r.Addr().Is4() {
-		return clearHosts(s.v4(), s.hosts4(), r)
+		return clearHosts(s.v4(), r)
 	}
-	return clearHosts(s.v6(), s.hosts6(), r)
+	return clearHosts(s.v6(), r)
 }
 
-func clearHosts[K key](f family[K], h hostTables[K], r Rule) error {
+func clearHosts[K key](f family[K], r Rule) error {
 	k := f.keyOf(r)
 	o, has, err := f.options(k)
 	switch {
@@ -295,7 +347,7 @@ func clearHosts[K key](f family[K], h hostTables[K], r Rule) error {
 	case o.Hosts == 0:
 		return fmt.Errorf("%s: %w", r, ErrNoHosts)
 	}
-	return h.swap(k, o.Hosts)
+	return f.hosts.swap(k, o.Hosts)
 }
 
 // RestoreHosts puts saved host rows into the host table of exactly the
@@ -305,13 +357,13 @@ func clearHosts[K key](f family[K], h hostTables[K], r Rule) error {
 // left out, and counted in the returned number.
 func (s *Set) RestoreHosts(r Rule, rows []HostStats) (left int, err error) {
 	if r.Addr().Is4() {
-		return restoreHosts(s.v4(), s.hosts4(), r, rows)
+		return restoreHosts(s.v4(), r, rows)
 	}
-	return restoreHosts(s.v6(), s.hosts6(), r, rows)
+	return restoreHosts(s.v6(), r, rows)
 }
 
-func restoreHosts[K key](f family[K], h hostTables[K], r Rule, rows []HostStats) (int, error) {
-	inner, err := h.table(f.keyOf(r))
+func restoreHosts[K key](f family[K], r Rule, rows []HostStats) (int, error) {
+	inner, err := f.hosts.table(f.keyOf(r))
 	if err != nil {
 		return 0, err
 	}
@@ -354,14 +406,15 @@ type HostsUsage struct {
 // HostsUsage returns the host entries of each family (see HostsUsage):
 // what status shows.
 func (s *Set) HostsUsage() (v4, v6 HostsUsage, err error) {
-	if v4, err = s.hosts4().usage(); err != nil {
+	if v4, err = s.hosts4().usage(true); err != nil {
 		return
 	}
-	v6, err = s.hosts6().usage()
+	v6, err = s.hosts6().usage(true)
 	return
 }
 
-func (h hostTables[K]) usage() (HostsUsage, error) {
+// usage reads the family's HostsUsage, Used only when used is set.
+func (h hostTables[K]) usage(used bool) (HostsUsage, error) {
 	u := HostsUsage{Capacity: uint64(h.outer.MaxEntries())}
 	var k K
 	var inner *ebpf.Map
@@ -369,7 +422,11 @@ func (h hostTables[K]) usage() (HostsUsage, error) {
 	for it.Next(&k, &inner) {
 		u.Rules++
 		u.Reserved += uint64(inner.MaxEntries())
-		n, err := countKeys(inner)
+		var n uint64
+		var err error
+		if used {
+			n, err = countKeys(inner)
+		}
 		inner.Close()
 		if err != nil {
 			return HostsUsage{}, fmt.Errorf("read the hosts of %s: %w", k.Rule(), err)
@@ -404,19 +461,19 @@ func countKeys(m *ebpf.Map) (uint64, error) {
 // table and inserting the rule, or between removing a rule (or its
 // option) and its table. It returns how many it deleted.
 func (s *Set) RemoveHostOrphans() (int, error) {
-	n4, err := removeHostOrphans(s.v4(), s.hosts4())
+	n4, err := removeHostOrphans(s.v4())
 	if err != nil {
 		return 0, err
 	}
-	n6, err := removeHostOrphans(s.v6(), s.hosts6())
+	n6, err := removeHostOrphans(s.v6())
 	return n4 + n6, err
 }
 
-func removeHostOrphans[K key](f family[K], h hostTables[K]) (int, error) {
+func removeHostOrphans[K key](f family[K]) (int, error) {
 	var keys []K
 	var k K
 	var id uint32
-	it := h.outer.Iterate()
+	it := f.hosts.outer.Iterate()
 	for it.Next(&k, &id) {
 		keys = append(keys, k)
 	}
@@ -432,8 +489,8 @@ func removeHostOrphans[K key](f family[K], h hostTables[K]) (int, error) {
 		if has && o.Hosts > 0 {
 			continue
 		}
-		if err := h.outer.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return n, fmt.Errorf("delete the host table of %s, which has no rule with hosts: %w", k.Rule(), err)
+		if err := f.hosts.remove(k); err != nil {
+			return n, err
 		}
 		n++
 	}

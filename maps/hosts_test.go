@@ -122,12 +122,12 @@ func TestHosts(t *testing.T) {
 			r, nested := netip.MustParsePrefix(fam.rule), netip.MustParsePrefix(fam.nested)
 			frame := func(i int) Stats { return Stats{In: Counter{1, uint64(100 + i)}, Out: Counter{2, uint64(2 * i)}} }
 			// Counted before the option: the remainder.
-			if _, err := s.Add(r); err != nil {
+			if _, _, err := s.Add(r, Options{}); err != nil {
 				t.Fatal(err)
 			}
 			before := Stats{In: Counter{5, 500}}
 			countRule(t, s, r, before)
-			if err := s.StubAddHosts(r, 4); err != nil {
+			if err := addHosts(s, r, 4); err != nil {
 				t.Fatal(err)
 			}
 			want := map[netip.Addr]Stats{}
@@ -166,16 +166,16 @@ func TestHosts(t *testing.T) {
 			check("full", want, other)
 
 			// The bound: 4 of 10 taken.
-			if err := s.StubAddHosts(nested, 7); !errors.Is(err, ErrHostCapacity) {
+			if err := addHosts(s, nested, 7); !errors.Is(err, ErrHostCapacity) {
 				t.Fatalf("7 more hosts of 10 with 4 taken: %v", err)
 			}
 			if o := options(t, s, nested); o.Hosts != 0 {
 				t.Fatalf("a refused option was set: %+v", o)
 			}
-			if err := s.StubAddHosts(nested, 6); err != nil {
+			if err := addHosts(s, nested, 6); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.StubAddHosts(r, 5); !errors.Is(err, ErrHostCapacity) {
+			if err := addHosts(s, r, 5); !errors.Is(err, ErrHostCapacity) {
 				t.Fatalf("a table of 5 with 6 of 10 taken by another: %v", err)
 			}
 			check("refused new capacity", want, other)
@@ -214,7 +214,7 @@ func TestHosts(t *testing.T) {
 			}
 
 			// A new capacity: a new table.
-			if err := s.StubAddHosts(r, 2); err != nil {
+			if err := addHosts(s, r, 2); err != nil {
 				t.Fatal(err)
 			}
 			check("new capacity", nil, other.Add(frame(9)).Add(frame(1)).Add(frame(2)))
@@ -344,4 +344,10 @@ func TestHostMemory(t *testing.T) {
 		}
 		m.Close()
 	}
+}
+
+// addHosts adds rule r with a host capacity of n, or gives it that one.
+func addHosts(s *Set, r Rule, n uint32) error {
+	_, _, err := s.Add(r, Options{Hosts: n})
+	return err
 }

@@ -14,67 +14,126 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// AddRules adds many rules at once, as Add adds one: a rule the trie lacks
-// gets a fresh stats entry with zero counters (replacing any left without
-// its rule), then enters the trie (crash steps: internal/pindir/doc.go); a
-// rule the trie holds is left as it is, counters and all. A rule may be
-// given more than once. It returns how many rules were new. The caller
-// must hold the pin directory's exclusive lock.
+// AddRules adds many rules at once with options o, as Add adds one: a
+// rule the trie lacks gets a fresh stats entry with zero counters
+// (replacing any left without its rule), then what its options need,
+// then enters the trie (crash steps: internal/pindir/doc.go); a rule the
+// trie holds keeps its counters, and gets options o if it had others. A
+// rule may be given more than once. It returns how many rules were new.
+// The caller must hold the pin directory's exclusive lock.
 //
 // It is all or nothing: when anything fails, a full map included, or ctx is
 // cancelled, the rules this call inserted and their stats entries are
-// removed again, and the error wraps the cause (ctx.Err() on cancel).
-func (s *Set) AddRules(ctx context.Context, rules []Rule) (added int, err error) {
-	return s.insert(ctx, len(rules), func(i int) (Rule, Stats) { return rules[i], Stats{} }, nil)
+// removed again, the options it changed are set back, and the error wraps
+// the cause (ctx.Err() on cancel).
+func (s *Set) AddRules(ctx context.Context, rules []Rule, o Options) (added int, err error) {
+	if err := o.Check(); err != nil {
+		return 0, err
+	}
+	var changes optionChanges
+	added, undo, err := s.insert(ctx, len(rules), func(i int) RuleStats { return RuleStats{Rule: rules[i], Options: o} },
+		func(r Rule, old Options) {
+			if old != o {
+				changes = append(changes, optionChange{r, old, o})
+			}
+		})
+	if err != nil {
+		return 0, err
+	}
+	if err := s.setOptions(changes); err != nil {
+		undo()
+		return 0, err
+	}
+	return added, nil
 }
 
-// RestoreRules adds saved rules with their counters, as AddRules adds rules
-// with zero ones: a rule the trie lacks gets a stats entry holding its saved
-// totals (on the first CPU's slot, zero on the others) before it enters the
-// trie, so that no packet is lost or counted twice; a rule the trie holds
-// keeps counting untouched and is returned in present, once, in the order
+// optionChange is a rule whose options change from old to new.
+type optionChange struct {
+	rule     Rule
+	old, new Options
+}
+
+// optionChanges are changes of options, in the order they are made.
+type optionChanges []optionChange
+
+// setOptions makes the changes in turn; when one fails, it sets the
+// options it changed back, and returns the error.
+func (s *Set) setOptions(changes optionChanges) error {
+	for i, c := range changes {
+		if err := s.setRuleOptions(c.rule, c.old, c.new); err != nil {
+			for _, d := range slices.Backward(changes[:i]) {
+				s.setRuleOptions(d.rule, d.new, d.old)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// setRuleOptions changes the options of rule r, which the trie holds,
+// from old to new (family.setOptions).
+func (s *Set) setRuleOptions(r Rule, old, new Options) error {
+	if r.Addr().Is4() {
+		return s.v4().setOptions(Key4Of(r), old, new)
+	}
+	return s.v6().setOptions(Key6Of(r), old, new)
+}
+
+// RestoreRules adds saved rules with their options and counters, as
+// AddRules adds rules with zero ones: a rule the trie lacks gets a stats
+// entry holding its saved totals (on the first CPU's slot, zero on the
+// others) before it enters the trie, so that no packet is lost or counted
+// twice; a rule the trie holds keeps counting untouched, its options too and is returned in present, once, in the order
 // of Rules. When a rule is given more than once, its first item counts. It
 // returns how many rules were restored, all or nothing and cancellable as
 // AddRules.
 func (s *Set) RestoreRules(ctx context.Context, saved []RuleStats) (restored int, present []Rule, err error) {
-	restored, err = s.insert(ctx, len(saved), func(i int) (Rule, Stats) { return saved[i].Rule, saved[i].Stats },
-		func(r Rule) { present = append(present, r) })
+	for _, rs := range saved {
+		if err := rs.Options.Check(); err != nil {
+			return 0, nil, fmt.Errorf("%s: %w", rs.Rule, err)
+		}
+	}
+	restored, _, err = s.insert(ctx, len(saved), func(i int) RuleStats { return saved[i] },
+		func(r Rule, _ Options) { present = append(present, r) })
 	if err != nil {
 		return 0, nil, err
 	}
 	return restored, present, nil
 }
 
-// insert adds the n rules that at gives, each absent one with the stats
-// that at gives for it, calling present with each rule the trie holds
-// already (present may be nil). It returns how many rules were new.
-func (s *Set) insert(ctx context.Context, n int, at func(int) (Rule, Stats), present func(Rule)) (int, error) {
+// insert adds the n rules that at gives, each absent one with the
+// options and stats that at gives for it, calling present with each rule
+// the trie holds already and its options. It returns how many rules were
+// new and a function that takes them out again.
+func (s *Set) insert(ctx context.Context, n int, at func(int) RuleStats, present func(Rule, Options)) (int, func(), error) {
 	var v4 []entry[Key4]
 	var v6 []entry[Key6]
 	for i := range n {
-		r, st := at(i)
-		if r.Addr().Is4() {
-			v4 = append(v4, entry[Key4]{Key4Of(r), st})
+		rs := at(i)
+		if rs.Rule.Addr().Is4() {
+			v4 = append(v4, entry[Key4]{Key4Of(rs.Rule), rs.Options, rs.Stats})
 		} else {
-			v6 = append(v6, entry[Key6]{Key6Of(r), st})
+			v6 = append(v6, entry[Key6]{Key6Of(rs.Rule), rs.Options, rs.Stats})
 		}
 	}
 	n4, undo4, err := insertFamily(ctx, s.v4(), v4, present)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	n6, _, err := insertFamily(ctx, s.v6(), v6, present)
+	n6, undo6, err := insertFamily(ctx, s.v6(), v6, present)
 	if err != nil {
 		undo4()
-		return 0, err
+		return 0, nil, err
 	}
-	return n4 + n6, nil
+	return n4 + n6, func() { undo6(); undo4() }, nil
 }
 
-// entry is a rule key with the stats it starts from if it is new.
+// entry is a rule key with the options and stats it starts from if it is
+// new.
 type entry[K sortKey[K]] struct {
-	key   K
-	stats Stats
+	key     K
+	options Options
+	stats   Stats
 }
 
 // sortKey is a rule key that sorts, by address and then prefix length.
@@ -98,7 +157,7 @@ func (k Key6) compare(o Key6) int {
 //
 // Sorting the rules finds both the repeated ones and, merged with the
 // sorted keys of the trie, the new ones, faster than a Go map would.
-func insertFamily[K sortKey[K]](ctx context.Context, f family[K], in []entry[K], present func(Rule)) (added int, undo func(), err error) {
+func insertFamily[K sortKey[K]](ctx context.Context, f family[K], in []entry[K], present func(Rule, Options)) (added int, undo func(), err error) {
 	slices.SortStableFunc(in, func(a, b entry[K]) int { return a.key.compare(b.key) })
 	in = slices.CompactFunc(in, func(a, b entry[K]) bool { return a.key == b.key })
 	keys := make([]K, len(in))
@@ -109,47 +168,45 @@ func insertFamily[K sortKey[K]](ctx context.Context, f family[K], in []entry[K],
 	if err != nil {
 		return 0, nil, err
 	}
-	var fresh []K
-	var stats []Stats
+	var fresh []entry[K]
 	for i, k := range keys {
-		for len(inTrie) > 0 && inTrie[0].compare(k) < 0 {
+		for len(inTrie) > 0 && inTrie[0].key.compare(k) < 0 {
 			inTrie = inTrie[1:]
 		}
-		if len(inTrie) > 0 && inTrie[0] == k {
-			if present != nil {
-				present(k.Rule())
-			}
+		if len(inTrie) > 0 && inTrie[0].key == k {
+			present(k.Rule(), inTrie[0].options)
 			continue
 		}
-		fresh = append(fresh, k)
-		stats = append(stats, in[i].stats)
+		fresh = append(fresh, in[i])
 	}
-	undo, err = write(ctx, f, fresh, stats)
+	undo, err = write(ctx, f, fresh)
 	if err != nil {
 		return 0, nil, err
 	}
 	return len(fresh), undo, nil
 }
 
-// held returns the keys of f's trie, sorted, or at least those of them
-// that are among keys (sorted). It reads the trie in batches, unless the
+// held returns the keys of f's trie with their options, sorted, or at
+// least those of them that are among keys (sorted). It reads the trie in batches, unless the
 // trie turns out much larger than keys or the kernel cannot read a trie
 // in batches (before 5.13): then it looks each of keys up, so that the
 // cost follows the smaller of the two.
-func held[K sortKey[K]](f family[K], keys []K) ([]K, error) {
+func held[K sortKey[K]](f family[K], keys []K) ([]entry[K], error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	var held []K
+	var held []entry[K]
 	most := 4 * len(keys)
 	batch := make([]K, min(batchSize, max(most, 64)))
-	prefixlens := make([]uint32, len(batch))
+	values := make([]uint32, len(batch))
 	var cursor ebpf.MapBatchCursor
 	for len(held) <= most {
-		n, err := f.rules.BatchLookup(&cursor, batch, prefixlens, nil)
-		held = append(held, batch[:n]...)
+		n, err := f.rules.BatchLookup(&cursor, batch, values, nil)
+		for i := range n {
+			held = append(held, entry[K]{key: batch[i], options: OptionsOf(values[i])})
+		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			slices.SortFunc(held, K.compare)
+			slices.SortFunc(held, func(a, b entry[K]) int { return a.key.compare(b.key) })
 			return held, nil
 		}
 		if errors.Is(err, ebpf.ErrNotSupported) {
@@ -161,10 +218,10 @@ func held[K sortKey[K]](f family[K], keys []K) ([]K, error) {
 	}
 	held = held[:0]
 	for _, k := range keys {
-		if has, err := f.has(k); err != nil {
+		if o, has, err := f.options(k); err != nil {
 			return nil, err
 		} else if has {
-			held = append(held, k)
+			held = append(held, entry[K]{key: k, options: o})
 		}
 	}
 	return held, nil
@@ -182,13 +239,22 @@ func held[K sortKey[K]](f family[K], keys []K) ([]K, error) {
 // Why, as measured: docs/performance.md, "Why a first import costs what it does";
 // for preallocated stats tables, docs/prealloc.md, "How import chooses for
 // preallocated tables".
-func write[K key](ctx context.Context, f family[K], keys []K, stats []Stats) (undo func(), err error) {
+func write[K sortKey[K]](ctx context.Context, f family[K], in []entry[K]) (undo func(), err error) {
+	keys := make([]K, len(in))
+	for i, e := range in {
+		keys[i] = e.key
+	}
 	chunks := (len(keys) + chunkSize - 1) / chunkSize
-	type progress struct{ stats, rules int }
+	type progress struct{ stats, options, rules int }
 	done := make([]progress, chunks)
 	undo = func() {
 		for c, d := range done {
 			deleteKeys(f.rules, keys[c*chunkSize:][:d.rules])
+		}
+		for c, d := range done {
+			for _, e := range in[c*chunkSize:][:d.options] {
+				f.cleanupOptions(e.key, e.options, Options{})
+			}
 		}
 		for c, d := range done {
 			deleteKeys(f.stats, keys[c*chunkSize:][:d.stats])
@@ -210,7 +276,7 @@ func write[K key](ctx context.Context, f family[K], keys []K, stats []Stats) (un
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			vals := statsValues(chunkSize * ncpu)
-			prefixlens := make([]uint32, chunkSize)
+			values := make([]uint32, chunkSize)
 			for !failed.Load() {
 				if e := ctx.Err(); e != nil {
 					fail(fmt.Errorf("interrupted: %w", e))
@@ -222,9 +288,10 @@ func write[K key](ctx context.Context, f family[K], keys []K, stats []Stats) (un
 				}
 				off := c * chunkSize
 				chunk := keys[off:min(len(keys), off+chunkSize)]
+				entries := in[off : off+len(chunk)]
 				v := vals[:len(chunk)*ncpu]
-				for i := range chunk {
-					stats[off+i].put(v[i*ncpu])
+				for i, e := range entries {
+					e.stats.put(v[i*ncpu])
 					for cpu := 1; cpu < ncpu; cpu++ {
 						clear(v[i*ncpu+cpu])
 					}
@@ -235,10 +302,15 @@ func write[K key](ctx context.Context, f family[K], keys []K, stats []Stats) (un
 					fail(fullOr(e, f.stats, "create stats entries"))
 					return
 				}
-				for i, k := range chunk {
-					prefixlens[i] = uint32(k.Rule().Bits())
+				for i, en := range entries {
+					if e := f.prepareOptions(en.key, Options{}, en.options); e != nil {
+						fail(e)
+						return
+					}
+					done[c].options = i + 1
+					values[i] = en.options.Value(en.key.Rule().Bits())
 				}
-				n, e = update(f.rules, chunk, prefixlens[:len(chunk)])
+				n, e = update(f.rules, chunk, values[:len(chunk)])
 				done[c].rules = n
 				if e != nil {
 					fail(fullOr(e, f.rules, "add rules"))

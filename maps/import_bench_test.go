@@ -43,7 +43,7 @@ func benchImport(b *testing.B, c Capacity, n int) {
 	for b.Loop() {
 		runs := []func(){
 			func() {
-				imp += timeImport(b, c, n, func(s *Set) error { _, err := s.AddRules(context.Background(), rules); return err })
+				imp += timeImport(b, c, n, func(s *Set) error { _, err := s.AddRules(context.Background(), rules, Options{}); return err })
 			},
 			func() { loop += timeImport(b, c, n, func(s *Set) error { return updateLoop(s, rules) }) },
 		}

@@ -58,7 +58,7 @@ func counted(i int) Stats {
 // snapshot is everything in a set: the rules of the tries and every stats
 // entry with its per-CPU values.
 type snapshot struct {
-	rules []Rule
+	rules []Listed
 	stats map[Rule][]Stats
 }
 
@@ -111,13 +111,13 @@ func TestAddRulesByTrie(t *testing.T) {
 			s := newSet(t, Capacity{MaxRules: 20_000})
 			p := netip.MustParsePrefix
 			kept, orphan4, orphan6 := p("192.0.2.0/24"), p("192.0.3.0/24"), p("2001:db8:ffff::/64")
-			if _, err := s.AddRules(context.Background(), append(testRules(others), kept)); err != nil {
+			if _, err := s.AddRules(context.Background(), append(testRules(others), kept), Options{}); err != nil {
 				t.Fatal(err)
 			}
 			for _, r := range []Rule{kept, orphan4, orphan6} {
 				putStats(t, s, r, counted(5))
 			}
-			added, err := s.AddRules(context.Background(), []Rule{orphan4, kept, orphan6, orphan4})
+			added, err := s.AddRules(context.Background(), []Rule{orphan4, kept, orphan6, orphan4}, Options{})
 			if err != nil || added != 2 {
 				t.Fatalf("added %d (%v), want 2", added, err)
 			}
@@ -140,7 +140,7 @@ func testRestoreRules(t *testing.T, s *Set) {
 	p := netip.MustParsePrefix
 	here4, here6 := p("10.0.0.0/8"), p("2001:db8::1/128")
 	for _, r := range []Rule{here4, here6} {
-		if _, err := s.Add(r); err != nil {
+		if _, _, err := s.Add(r, Options{}); err != nil {
 			t.Fatal(err)
 		}
 		putStats(t, s, r, counted(1))
@@ -148,14 +148,14 @@ func testRestoreRules(t *testing.T, s *Set) {
 	orphan := p("192.0.2.0/24")
 	putStats(t, s, orphan, counted(9))
 	saved := []RuleStats{
-		{p("10.0.0.0/16"), counted(2)},
-		{here4, counted(3)},
-		{p("2001:db8::/32"), counted(4)},
-		{orphan, counted(5)},
-		{p("10.0.0.0/16"), counted(6)},
-		{here6, counted(7)},
-		{here4, counted(8)},
-		{p("0.0.0.0/0"), Stats{In: Counter{^uint64(0), ^uint64(0)}}},
+		{Rule: p("10.0.0.0/16"), Stats: counted(2)},
+		{Rule: here4, Stats: counted(3)},
+		{Rule: p("2001:db8::/32"), Stats: counted(4)},
+		{Rule: orphan, Stats: counted(5)},
+		{Rule: p("10.0.0.0/16"), Stats: counted(6)},
+		{Rule: here6, Stats: counted(7)},
+		{Rule: here4, Stats: counted(8)},
+		{Rule: p("0.0.0.0/0"), Stats: Stats{In: Counter{^uint64(0), ^uint64(0)}}},
 	}
 	restored, present, err := s.RestoreRules(context.Background(), saved)
 	if err != nil {
@@ -214,7 +214,7 @@ func (c *cancelAfter) Err() error {
 func TestAddRulesCancel(t *testing.T) {
 	s := newSet(t, Capacity{MaxRules: 100_000})
 	before := testRules(300)
-	if _, err := s.AddRules(context.Background(), before[:200]); err != nil {
+	if _, err := s.AddRules(context.Background(), before[:200], Options{}); err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range before[:200] {
@@ -226,7 +226,7 @@ func TestAddRulesCancel(t *testing.T) {
 	const added = 5000 - 200
 	for calls := 0; ; calls++ {
 		ctx := newCancelAfter(calls)
-		n, err := s.AddRules(ctx, rules)
+		n, err := s.AddRules(ctx, rules, Options{})
 		if ctx.Context.Err() == nil {
 			if err != nil || n != added {
 				t.Fatalf("not cancelled: added %d (%v), want %d", n, err, added)
@@ -267,7 +267,11 @@ func checkImported(t *testing.T, s *Set, rules []Rule, stats func(Rule) Stats) {
 	want := slices.Clone(rules)
 	sortRules(want, func(r Rule) Rule { return r })
 	want = slices.Compact(want)
-	if !slices.Equal(got, want) || len(all) != len(want) {
+	gotRules := make([]Rule, len(got))
+	for i, l := range got {
+		gotRules[i] = l.Rule
+	}
+	if !slices.Equal(gotRules, want) || len(all) != len(want) {
 		t.Fatalf("%d rules and %d stats entries, want %d of each", len(got), len(all), len(want))
 	}
 	for i, rs := range all {

@@ -31,7 +31,7 @@ func TestReadEach(t *testing.T) {
 	}
 	defer set.Close()
 	for i := range 300 {
-		if _, err := set.Add(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)); err != nil {
+		if _, _, err := set.Add(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), Options{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -5,8 +5,8 @@
 //
 // The layouts are the contract between the XDP program (package prog) and
 // user space: a rule key is {u32 prefixlen; u8 addr[N]} in both the LPM trie
-// and the stats hash, a trie value is the rule's u32 prefix length, and a
-// stats value is {in, out} x {packets, bytes} as u64, one copy per CPU.
+// and the stats hash, a trie value is the rule's u32 prefix length and
+// its options (Options.Value), and a stats value is {in, out} x {packets, bytes} as u64, one copy per CPU.
 package maps
 
 import (
@@ -65,6 +65,7 @@ func (c Capacity) Spec() map[string]*ebpf.MapSpec {
 	for n, spec := range hostsSpecs(c.hostCapacity()) {
 		specs[n] = spec
 	}
+	specs[FullName] = fullSpec()
 	return specs
 }
 
@@ -166,10 +167,10 @@ func Spec(maxRules uint32) map[string]*ebpf.MapSpec {
 var RuleNames = []string{RulesV4Name, StatsV4Name, RulesV6Name, StatsV6Name}
 
 // Names lists the names of every map of a set, in the order they are
-// created and pinned: the generation first, so that a set missing it but
-// not the others is a set of layout 1, made before the caches (see open).
-// They are unpinned in the reverse order.
-var Names = append([]string{HostsV4Name, HostsV6Name, GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
+// created and pinned: the layout's mark first (layoutMark), so that a
+// set missing it but not the others is a set of an older layout (see
+// open). They are unpinned in the reverse order.
+var Names = append([]string{FullName, HostsV4Name, HostsV6Name, GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
 
 // checkLayout reports how a map differs from its spec in type, key size,
 // value size or flags. The capacity may differ, and so may the stats

@@ -348,7 +348,7 @@ func TestRules(t *testing.T) {
 	defer s.Close()
 	p := netip.MustParsePrefix
 	for _, r := range []string{"2001:db8::/32", "10.0.0.0/8", "10.0.0.0/16", "192.0.2.1/32", "::/0"} {
-		if added, err := s.Add(p(r)); err != nil || !added {
+		if added, _, err := s.Add(p(r), Options{}); err != nil || !added {
 			t.Fatalf("add %s: %v, %v", r, added, err)
 		}
 	}
@@ -369,7 +369,7 @@ func TestRules(t *testing.T) {
 	if want.Total().Packets == 0 {
 		t.Fatal("no counters to keep")
 	}
-	if added, err := s.Add(p("10.0.0.0/16")); err != nil || added {
+	if added, _, err := s.Add(p("10.0.0.0/16"), Options{}); err != nil || added {
 		t.Fatalf("re-add: %v, %v, want not added", added, err)
 	}
 	if got, _ := s.Lookup(p("10.0.0.0/16")); got != want {
@@ -378,7 +378,7 @@ func TestRules(t *testing.T) {
 	if err := s.Delete(p("10.0.0.0/16")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Add(p("10.0.0.0/16")); err != nil {
+	if _, _, err := s.Add(p("10.0.0.0/16"), Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Lookup(p("10.0.0.0/16")); got != (Stats{}) {
@@ -407,21 +407,21 @@ func TestFull(t *testing.T) { bothKinds(t, 2, testFull) }
 func testFull(t *testing.T, s *Set) {
 	p := netip.MustParsePrefix
 	for _, r := range []string{"10.0.0.1/32", "10.0.0.2/32"} {
-		if _, err := s.Add(p(r)); err != nil {
+		if _, _, err := s.Add(p(r), Options{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Add(p("10.0.0.3/32")); !errors.Is(err, ErrFull) {
+	if _, _, err := s.Add(p("10.0.0.3/32"), Options{}); !errors.Is(err, ErrFull) {
 		t.Fatalf("third rule: %v, want ErrFull", err)
 	}
-	if _, err := s.AddRules(context.Background(), []netip.Prefix{p("10.0.0.1/32"), p("10.0.0.4/32"), p("2001:db8::1/128")}); !errors.Is(err, ErrFull) {
+	if _, err := s.AddRules(context.Background(), []netip.Prefix{p("10.0.0.1/32"), p("10.0.0.4/32"), p("2001:db8::1/128")}, Options{}); !errors.Is(err, ErrFull) {
 		t.Fatalf("batch over capacity: %v, want ErrFull", err)
 	}
 	all, err := s.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(all); got != "[{10.0.0.1/32 {{0 0} {0 0}}} {10.0.0.2/32 {{0 0} {0 0}}}]" {
+	if got := fmt.Sprint(all); got != "[{10.0.0.1/32  {{0 0} {0 0}}} {10.0.0.2/32  {{0 0} {0 0}}}]" {
 		t.Fatalf("after failed adds: %s", got)
 	}
 }

@@ -17,7 +17,7 @@ func TestRemoveOrphans(t *testing.T) {
 	s := create(t, testnet.PinDir(t), 100)
 	dir := s.Dir
 	kept := netip.MustParsePrefix("10.0.0.0/24")
-	if _, err := s.Add(kept); err != nil {
+	if _, _, err := s.Add(kept, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	perCPU := make([]Stats, ebpf.MustPossibleCPU())
@@ -67,7 +67,7 @@ func TestEachStats(t *testing.T) {
 		netip.MustParsePrefix("2001:db8::/32"): {Out: Counter{7, 7000}},
 	}
 	for r, st := range want {
-		if _, err := s.Add(r); err != nil {
+		if _, _, err := s.Add(r, Options{}); err != nil {
 			t.Fatal(err)
 		}
 		putStats(t, s, r, st)

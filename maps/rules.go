@@ -17,10 +17,12 @@ var ErrUnknownRule = errors.New("no such rule")
 // ErrFull says that a family's maps hold as many rules as they can.
 var ErrFull = errors.New("the rule maps are full")
 
-// RuleStats is a rule with its stats summed over CPUs.
+// RuleStats is a rule with its options and its stats summed over CPUs.
+// EachStats, which may read the stats tables alone, leaves Options zero.
 type RuleStats struct {
-	Rule  Rule
-	Stats Stats
+	Rule    Rule
+	Options Options
+	Stats   Stats
 }
 
 // key is a rule key of either family.
@@ -29,42 +31,76 @@ type key interface {
 	Rule() Rule
 }
 
-// family is the pair of maps of one address family.
+// family is the pair of maps of one address family, with its rules'
+// host tables.
 type family[K key] struct {
 	rules, stats *ebpf.Map
 	keyOf        func(Rule) K
+	hosts        hostTables[K]
 }
 
-func (s *Set) v4() family[Key4] { return family[Key4]{s.RulesV4, s.StatsV4, Key4Of} }
-func (s *Set) v6() family[Key6] { return family[Key6]{s.RulesV6, s.StatsV6, Key6Of} }
+func (s *Set) v4() family[Key4] { return family[Key4]{s.RulesV4, s.StatsV4, Key4Of, s.hosts4()} }
+func (s *Set) v6() family[Key6] { return family[Key6]{s.RulesV6, s.StatsV6, Key6Of, s.hosts6()} }
 
-// Add adds a rule: first its zero stats entry, then the rule, so that the
-// XDP program never matches a rule it cannot count (what a kill between
+// Add adds a rule with options o: first its zero stats entry, then what
+// its options need (prepareOptions), then the rule, so that the XDP
+// program never matches a rule it cannot count (what a kill between
 // leaves: the table in internal/pindir/doc.go). A rule that exists (is in
-// the trie) keeps its counters; added reports whether the rule is new.
-func (s *Set) Add(r Rule) (added bool, err error) {
-	if r.Addr().Is4() {
-		return s.v4().add(r)
+// the trie) keeps its counters, and gets options o if it had others (see
+// setOptions); added reports whether the rule is new, changed whether it
+// existed with other options.
+func (s *Set) Add(r Rule, o Options) (added, changed bool, err error) {
+	if err := o.Check(); err != nil {
+		return false, false, err
 	}
-	return s.v6().add(r)
+	if r.Addr().Is4() {
+		return s.v4().add(r, o)
+	}
+	return s.v6().add(r, o)
 }
 
-func (f family[K]) add(r Rule) (bool, error) {
+func (f family[K]) add(r Rule, o Options) (added, changed bool, err error) {
 	k := f.keyOf(r)
-	if has, err := f.has(k); err != nil || has {
-		return false, err
+	old, has, err := f.options(k)
+	if err != nil {
+		return false, false, err
+	}
+	if has {
+		if old == o {
+			return false, false, nil
+		}
+		return false, true, f.setOptions(k, old, o)
 	}
 	// The rule is new: its stats entry starts from zero, whatever a
 	// killed change may have left under its key.
 	zero := make([]Stats, ebpf.MustPossibleCPU())
 	if err := retryNoMem(func() (int, error) { return 0, f.stats.Update(k, zero, ebpf.UpdateAny) }); err != nil {
-		return false, fullOr(err, f.stats, "create stats entry of "+r.String())
+		return false, false, fullOr(err, f.stats, "create stats entry of "+r.String())
 	}
-	if err := retryNoMem(func() (int, error) { return 0, f.rules.Update(k, uint32(r.Bits()), ebpf.UpdateAny) }); err != nil {
+	if err := f.prepareOptions(k, Options{}, o); err != nil {
 		f.stats.Delete(k)
-		return false, fullOr(err, f.rules, "add rule "+r.String())
+		return false, false, err
 	}
-	return true, nil
+	if err := retryNoMem(func() (int, error) { return 0, f.rules.Update(k, o.Value(r.Bits()), ebpf.UpdateAny) }); err != nil {
+		f.cleanupOptions(k, o, Options{})
+		f.stats.Delete(k)
+		return false, false, fullOr(err, f.rules, "add rule "+r.String())
+	}
+	return true, false, nil
+}
+
+// setOptions changes the options of the rule of key k, which the trie
+// holds, from old to new, its counters kept: what the new options need
+// first (prepareOptions), then the trie value, then the removal of what
+// only the old ones needed (cleanupOptions).
+func (f family[K]) setOptions(k K, old, new Options) error {
+	if err := f.prepareOptions(k, old, new); err != nil {
+		return err
+	}
+	if err := f.rules.Update(k, new.Value(k.Rule().Bits()), ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("set the options of %s: %w", k.Rule(), err)
+	}
+	return f.cleanupOptions(k, old, new)
 }
 
 // retryNoMem runs an insert, again while it fails with ENOMEM, until it
@@ -113,6 +149,13 @@ func (s *Set) Delete(r Rule) error {
 
 func (f family[K]) delete(r Rule) error {
 	k := f.keyOf(r)
+	old, has, err := f.options(k)
+	if err != nil {
+		return err
+	}
+	if !has {
+		return fmt.Errorf("%w %s", ErrUnknownRule, r)
+	}
 	if err := f.rules.Delete(k); errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("%w %s", ErrUnknownRule, r)
 	} else if err != nil {
@@ -121,7 +164,7 @@ func (f family[K]) delete(r Rule) error {
 	if err := f.stats.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete stats of %s: %w", r, err)
 	}
-	return nil
+	return f.cleanupOptions(k, old, Options{})
 }
 
 // Lookup returns the stats of exactly this rule (no longest-prefix match).
@@ -146,24 +189,48 @@ func (f family[K]) lookup(r Rule) (Stats, error) {
 	return SumCPUs(perCPU), nil
 }
 
-// has reports whether the trie holds exactly the rule k. A trie lookup
-// finds the longest rule matching k's network, whose value is that rule's
-// prefix length: k is a rule when that is k's own.
+// has reports whether the trie holds exactly the rule k.
 func (f family[K]) has(k K) (bool, error) {
-	var prefixlen uint32
-	err := f.rules.Lookup(k, &prefixlen)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("look up rule %s: %w", k.Rule(), err)
-	}
-	return int(prefixlen&PrefixMask) == k.Rule().Bits(), nil
+	_, has, err := f.options(k)
+	return has, err
 }
 
-// Rules returns every rule, IPv4 then IPv6, each family sorted by address
-// and then prefix length.
-func (s *Set) Rules() ([]Rule, error) {
+// options returns the options of the rule k, and whether the trie holds
+// exactly that rule. A trie lookup finds the longest rule matching k's
+// network, whose value holds that rule's prefix length: k is a rule when
+// that is k's own.
+func (f family[K]) options(k K) (Options, bool, error) {
+	var v uint32
+	err := f.rules.Lookup(k, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Options{}, false, nil
+	}
+	if err != nil {
+		return Options{}, false, fmt.Errorf("look up rule %s: %w", k.Rule(), err)
+	}
+	if int(v&PrefixMask) != k.Rule().Bits() {
+		return Options{}, false, nil
+	}
+	return OptionsOf(v), true, nil
+}
+
+// Listed is a rule with its options.
+type Listed struct {
+	Rule    Rule
+	Options Options
+}
+
+// String returns the rule, and its options in parentheses if it has any.
+func (l Listed) String() string {
+	if l.Options == (Options{}) {
+		return l.Rule.String()
+	}
+	return l.Rule.String() + " (" + l.Options.String() + ")"
+}
+
+// Rules returns every rule with its options, IPv4 then IPv6, each family
+// sorted by address and then prefix length.
+func (s *Set) Rules() ([]Listed, error) {
 	v4, err := s.v4().list()
 	if err != nil {
 		return nil, err
@@ -179,18 +246,19 @@ func (s *Set) Rules() ([]Rule, error) {
 const batchSize = 4096
 
 // list reads the rule trie.
-func (f family[K]) list() ([]Rule, error) {
-	var rules []Rule
-	if err := f.eachRule(func(k K) { rules = append(rules, k.Rule()) }); err != nil {
+func (f family[K]) list() ([]Listed, error) {
+	var rules []Listed
+	if err := f.eachRule(func(k K, o Options) { rules = append(rules, Listed{k.Rule(), o}) }); err != nil {
 		return nil, err
 	}
-	sortRules(rules, func(r Rule) Rule { return r })
+	sortRules(rules, func(l Listed) Rule { return l.Rule })
 	return rules, nil
 }
 
-// eachRule calls fn with every key of the rule trie, in the trie's order.
-func (f family[K]) eachRule(fn func(K)) error {
-	if err := readBatches(f.rules, 1, func(k K, _ []uint32) { fn(k) }); err != nil {
+// eachRule calls fn with every key of the rule trie and the rule's
+// options, in the trie's order.
+func (f family[K]) eachRule(fn func(K, Options)) error {
+	if err := readBatches(f.rules, 1, func(k K, v []uint32) { fn(k, OptionsOf(v[0])) }); err != nil {
 		return fmt.Errorf("read rules: %w", err)
 	}
 	return nil
@@ -224,18 +292,19 @@ func (f family[K]) all() ([]RuleStats, error) {
 		return nil, err
 	}
 	var stats []RuleStats
-	err = f.eachEntry(func(k K, st Stats) { stats = append(stats, RuleStats{k.Rule(), st}) })
+	err = f.eachEntry(func(k K, st Stats) { stats = append(stats, RuleStats{Rule: k.Rule(), Stats: st}) })
 	if err != nil {
 		return nil, err
 	}
 	sortRules(stats, func(rs RuleStats) Rule { return rs.Rule })
 	out := make([]RuleStats, len(rules))
 	j := 0
-	for i, r := range rules {
+	for i, l := range rules {
+		r := l.Rule
 		for j < len(stats) && compareRules(stats[j].Rule, r) < 0 {
 			j++
 		}
-		out[i].Rule = r
+		out[i].Rule, out[i].Options = r, l.Options
 		if j < len(stats) && stats[j].Rule == r {
 			out[i].Stats = stats[j].Stats
 		}
@@ -259,10 +328,10 @@ func (s *Set) EachStats(fn func(RuleStats)) error {
 	if s.NoOrphans {
 		read4, read6 = s.v4().eachEntry, s.v6().eachEntry
 	}
-	if err := read4(func(k Key4, st Stats) { fn(RuleStats{k.Rule(), st}) }); err != nil {
+	if err := read4(func(k Key4, st Stats) { fn(RuleStats{Rule: k.Rule(), Stats: st}) }); err != nil {
 		return err
 	}
-	return read6(func(k Key6, st Stats) { fn(RuleStats{k.Rule(), st}) })
+	return read6(func(k Key6, st Stats) { fn(RuleStats{Rule: k.Rule(), Stats: st}) })
 }
 
 // eachStats calls fn with every rule of the trie and its stats, per-CPU
@@ -272,7 +341,7 @@ func (s *Set) EachStats(fn func(RuleStats)) error {
 func (f family[K]) eachStats(fn func(K, Stats)) error {
 	perCPU := make([]Stats, ebpf.MustPossibleCPU())
 	var failed error
-	err := f.eachRule(func(k K) {
+	err := f.eachRule(func(k K, _ Options) {
 		if failed != nil {
 			return
 		}
@@ -365,7 +434,7 @@ func (s *Set) RemoveOrphans() (int, error) {
 
 func removeOrphans[K key](f family[K]) (int, error) {
 	rules := make(map[K]bool)
-	if err := f.eachRule(func(k K) { rules[k] = true }); err != nil {
+	if err := f.eachRule(func(k K, _ Options) { rules[k] = true }); err != nil {
 		return 0, err
 	}
 	var orphans []K

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,12 @@ type Set struct {
 	CacheV4, CacheV6, Gen *ebpf.Map
 	// HostsV4 and HostsV6 hold the rules' host tables (see HostsV4Name).
 	HostsV4, HostsV6 *ebpf.Map
+	// hostCounts are the host entries the tables reserve (see counts).
+	hostsOnce  sync.Once
+	hostCounts *hostCounts
+	// FullMap counts the frames that found a breakdown table full
+	// (FullName).
+	FullMap *ebpf.Map
 	// Created is true when this call created and pinned the maps.
 	Created bool
 	// NoOrphans says that every stats entry has its rule: no change was
@@ -68,6 +75,8 @@ func (s *Set) field(name string) **ebpf.Map {
 		return &s.HostsV4
 	case HostsV6Name:
 		return &s.HostsV6
+	case FullName:
+		return &s.FullMap
 	}
 	return nil
 }
@@ -165,10 +174,10 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, 
 			return nil, &OtherVersionError{Path: path, Dir: dir, Diff: err}
 		}
 	}
-	if s.Gen == nil && missing < len(Names) {
+	if s.Map(layoutMark) == nil && missing < len(Names) {
 		s.Close()
-		path := filepath.Join(dir, GenerationName)
-		return nil, &OtherVersionError{Path: path, Dir: dir, Diff: errLayout1}
+		path := filepath.Join(dir, layoutMark)
+		return nil, &OtherVersionError{Path: path, Dir: dir, Diff: errOldLayout}
 	}
 	switch {
 	case missing == 0:
@@ -201,20 +210,25 @@ func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, 
 	return s, nil
 }
 
-// errLayout1 is the difference of a set of layout 1, made before the
-// address caches: it has no generation map.
-var errLayout1 = errors.New("no generation map: layout 1, without the address cache")
+// layoutMark is the map of this layout that older layouts lack: the
+// first of Names, made first and removed last, so that a set holding
+// maps of Names without it is of an older layout.
+const layoutMark = FullName
+
+// errOldLayout is the difference of a set of an older layout: layout 1
+// (before the address caches) or 2 (before the rule options).
+var errOldLayout = errors.New("no " + layoutMark + " map: layout 1 or 2, before the rule options")
 
 // CheckLayout returns an OtherVersionError when dir holds the maps of a
-// set of layout 1 (see Names), nil otherwise: what a repair checks before
-// it judges a set by the maps pinned.
+// set of an older layout (see layoutMark), nil otherwise: what a repair
+// checks before it judges a set by the maps pinned.
 func CheckLayout(dir string) error {
-	if _, err := os.Stat(filepath.Join(dir, GenerationName)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(dir, layoutMark)); !errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	for _, n := range RuleNames {
+	for _, n := range Names[1:] {
 		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
-			return &OtherVersionError{Path: filepath.Join(dir, GenerationName), Dir: dir, Diff: errLayout1}
+			return &OtherVersionError{Path: filepath.Join(dir, layoutMark), Dir: dir, Diff: errOldLayout}
 		}
 	}
 	return nil

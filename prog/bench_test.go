@@ -204,7 +204,7 @@ func ruleSet(b *testing.B, n int, mine []string) *maps.Set {
 	for r := range unique {
 		rules = append(rules, r)
 	}
-	if _, err := set.AddRules(context.Background(), rules); err != nil {
+	if _, err := set.AddRules(context.Background(), rules, maps.Options{}); err != nil {
 		b.Fatal(err)
 	}
 	// The set is made as in a change: the cache is used once it ends.

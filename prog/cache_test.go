@@ -171,7 +171,7 @@ func TestCache(t *testing.T) {
 				// The trie changes without a new generation: the cache
 				// answers, for a match and for no match.
 				trie(rule, false)
-				step(func() error { _, err := set.Add(other); return err })
+				step(func() error { _, _, err := set.Add(other, maps.Options{}); return err })
 				ruleOut++
 				check("a hit skips the trie", cached{2, fam.ruleBits}, cached{2, noMatch})
 

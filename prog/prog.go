@@ -415,6 +415,20 @@ const (
 	cacheMask  = -72
 )
 
+// Below those of TCIngress's measure (fp-96 and up), what the breakdowns
+// of a rule need (see breakdowns), for the side being counted:
+//
+//	fp-104         the matched rule's trie value (keep)
+//	fp-120..-105   the address before the mask (keep): IPv4 at fp-120
+//	fp-152..-121   scratch: the stats value of a new breakdown entry
+//	fp-184..-153   scratch: the key of a per-interface row
+const (
+	ruleValue    = -104
+	hostAddr     = -120
+	newStats     = -152
+	interfaceRow = -184
+)
+
 var (
 	ipv4 = family{name: "ip4", rules: maps.RulesV4Name, stats: maps.StatsV4Name, cache: maps.CacheV4Name, result: maps.CacheResult4,
 		minHeader: 20, src: 12, dst: 16, words: 1, size: asm.Word, srcKey: -16, dstKey: -8}
@@ -452,16 +466,23 @@ const (
 	sWord    = "_word"
 	sMeasure = "_measure"
 	sAdd     = "_add"
+	// After sAdd, the breakdowns (see breakdowns): sInterface counts the
+	// frame per attachment, sHosts per host, sCount the host's row.
+	sInterface = "_iface"
+	sHosts     = "_hosts"
+	sCount     = "_count"
 	// Within a count block, the blocks of the cache (see cache): sMask
-	// masks the address to the rule found, sWay followed by i compares
+	// keeps what the breakdowns need (keep) and sPrefix masks the address
+	// to the rule found, sWay followed by i compares
 	// way i of the bucket (i > 0), sFill looks an address not cached up
 	// in the trie, sStore stores the result, sTrie looks the address up
 	// in the trie alone.
-	sMask  = "_mask"
-	sWay   = "_way"
-	sFill  = "_fill"
-	sStore = "_store"
-	sTrie  = "_trie"
+	sMask   = "_mask"
+	sPrefix = "_prefix"
+	sWay    = "_way"
+	sFill   = "_fill"
+	sStore  = "_store"
+	sTrie   = "_trie"
 )
 
 // Ethernet framing.
@@ -649,7 +670,7 @@ func body(h Hook, f family) asm.Instructions {
 	// destination without measuring again; on none, count the
 	// destination measuring it.
 	insns = append(insns, countMeasuring(h, f, src, f.srcKey, maps.OutPacketsOff, dst, dstMeasured)...)
-	insns = append(insns, countMeasured(f, dstMeasured, f.dstKey, maps.InPacketsOff, lPass, lPass)...)
+	insns = append(insns, countMeasured(h, f, dstMeasured, f.dstKey, maps.InPacketsOff, lPass, lPass)...)
 	return append(insns, countMeasuring(h, f, dst, f.dstKey, maps.InPacketsOff, lPass, lPass)...)
 }
 
@@ -677,9 +698,10 @@ func copyAddr(f family, key, addr int16) asm.Instructions {
 func countMeasuring(h Hook, f family, label string, key, valueOff int16, noMatch, done string) asm.Instructions {
 	measure, add := label+sMeasure, label+sAdd
 	insns := matchRule(f, label, key, noMatch)
+	insns = append(insns, keep(f, label, key)...)
 	insns = append(insns, mask(f, label, key, measure)...)
 	insns = append(insns, h.Measure(measure)...)
-	return append(insns, addFrame(f, add, key, valueOff, done)...)
+	return append(insns, addFrame(h, f, add, key, valueOff, done)...)
 }
 
 // countMeasured emits the counting of one address when the frame is
@@ -687,17 +709,43 @@ func countMeasuring(h Hook, f family, label string, key, valueOff int16, noMatch
 // to the rule and adds the frame to the rule's counters at valueOff. The
 // block is labelled label; it continues at noMatch when no rule matched
 // and at done otherwise.
-func countMeasured(f family, label string, key, valueOff int16, noMatch, done string) asm.Instructions {
+func countMeasured(h Hook, f family, label string, key, valueOff int16, noMatch, done string) asm.Instructions {
 	add := label + sAdd
 	insns := matchRule(f, label, key, noMatch)
+	insns = append(insns, keep(f, label, key)...)
 	insns = append(insns, mask(f, label, key, add)...)
-	return append(insns, addFrame(f, add, key, valueOff, done)...)
+	return append(insns, addFrame(h, f, add, key, valueOff, done)...)
+}
+
+// keep keeps what the breakdowns of the matched rule need (see
+// breakdowns), before the host key at fp+key is masked to the rule: the
+// rule's trie value, in R1, at fp+ruleValue, and the host's address at
+// fp+hostAddr; then R1 &= PrefixMask, the prefix length that mask
+// wants. Its first instruction is labelled label_mask, where the cache
+// and the trie jump; it falls through to label_prefix (mask).
+func keep(f family, label string, key int16) asm.Instructions {
+	insns := asm.Instructions{
+		// value = v;
+		asm.StoreMem(asm.RFP, ruleValue, asm.R1, asm.Word).WithSymbol(label + sMask),
+	}
+	for w := range int16(f.words) {
+		off := w * int16(f.size.Sizeof())
+		insns = append(insns,
+			// host[w] = key.addr[w];
+			asm.LoadMem(asm.R2, asm.RFP, key+4+off, f.size),
+			asm.StoreMem(asm.RFP, hostAddr+off, asm.R2, f.size),
+		)
+	}
+	return append(insns,
+		// p = v & PrefixMask;
+		asm.And.Imm(asm.R1, maps.PrefixMask),
+	)
 }
 
 // matchRule finds the longest rule that holds the host key at fp+key,
 // through the family's address cache (see cache), and jumps to noMatch
-// when no rule holds the address; else the matched rule's prefix length
-// is in R1, and it continues at label_mask, the next instruction (mask).
+// when no rule holds the address; else the matched rule's trie value is
+// in R1, and it continues at label_mask, the next instruction (keep).
 // Its first instruction is labelled label.
 func matchRule(f family, label string, key int16, noMatch string) asm.Instructions {
 	insns := cache(f, label, key, noMatch)
@@ -706,15 +754,19 @@ func matchRule(f family, label string, key int16, noMatch string) asm.Instructio
 
 // trie looks the host key at fp+key up in the family's rule trie, and
 // jumps to noMatch when no rule holds the address; else the matched rule's
-// prefix length is in R1. Its first instruction is labelled label.
+// trie value (prefix length and options) is in R1. Its first instruction
+// is labelled label.
 func trie(f family, label string, key int16, noMatch string) asm.Instructions {
 	return append(lookup(label, f.rules, key),
 		// if (!rule) goto noMatch;
 		asm.JEq.Imm(asm.R0, 0, noMatch),
-		// p = rule->prefixlen;
+		// v = rule->value;
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
 	)
 }
+
+// noMatchImm is maps.CacheNoMatch as a 32-bit immediate.
+const noMatchImm = int32(-1) // 0xffffffff
 
 // hashMul is the multiplier of the cache's hash: 2^32 over the golden
 // ratio, as a signed immediate.
@@ -729,9 +781,9 @@ const hashMul = -0x61c88647 // 0x9e3779b9
 // and the same generation: then it has the result without the trie. Else
 // it looks the address up in the trie and stores the result first in the
 // bucket, under the generation read before that lookup, moving the others
-// down a place (the last one goes). A result is a prefix length, or
-// maps.CacheNoMatch (more than any), which jumps to noMatch. Both ends
-// jump to label_mask with the prefix length in R1. In C:
+// down a place (the last one goes). A result is a rule's trie value, or
+// maps.CacheNoMatch (no trie value is), which jumps to noMatch. Both ends
+// jump to label_mask with the trie value in R1. In C:
 //
 //	if (gen & 1) goto trie;
 //	h = addr (IPv6: the xor of its 32-bit quarters) * 0x9e3779b9;
@@ -739,13 +791,13 @@ const hashMul = -0x61c88647 // 0x9e3779b9
 //	b = bpf_map_lookup_elem(&cache, &idx); if (!b) goto trie;
 //	for (i = 0; i < WAYS; i++) (unrolled)
 //		if (b[i].addr == addr && b[i].gen == gen) {
-//			p = b[i].result; if (p > bits) goto noMatch; goto mask;
+//			v = b[i].result; if (v == NO_MATCH) goto noMatch; goto mask;
 //		}
 //	fill: rule = bpf_map_lookup_elem(&rules, &key);
-//	p = rule ? rule->prefixlen : NO_MATCH;
+//	v = rule ? rule->value : NO_MATCH;
 //	b[WAYS-1] = b[WAYS-2]; ... b[1] = b[0];
-//	b[0] = (entry){gen, addr, p};
-//	if (p > bits) goto noMatch; goto mask;
+//	b[0] = (entry){gen, addr, v};
+//	if (v == NO_MATCH) goto noMatch; goto mask;
 func cache(f family, label string, key int16, noMatch string) asm.Instructions {
 	trieLabel, fill, store, masked := label+sTrie, label+sFill, label+sStore, label+sMask
 	entrySize := int16(maps.CacheEntry4)
@@ -809,17 +861,17 @@ func cache(f family, label string, key int16, noMatch string) asm.Instructions {
 			// if (b[way].gen != gen) goto next;
 			asm.LoadMem(asm.R1, asm.R0, base+maps.CacheGenOff, asm.DWord),
 			asm.JNE.Reg(asm.R1, rGen, next),
-			// p = b[way].result; if (p > bits) goto noMatch; goto mask;
+			// v = b[way].result; if (v == NO_MATCH) goto noMatch; goto mask;
 			asm.LoadMem(asm.R1, asm.R0, base+f.result, asm.Word),
-			asm.JGT.Imm(asm.R1, f.bits(), noMatch),
+			asm.JEq.Imm32(asm.R1, noMatchImm, noMatch),
 			asm.Ja.Label(masked),
 		)
 	}
 	insns = append(insns, lookup(fill, f.rules, key)...)
 	insns = append(insns,
-		// p = rule ? rule->prefixlen : NO_MATCH;
+		// v = rule ? rule->value : NO_MATCH;
 		asm.LoadMem(asm.R1, asm.RFP, cacheEntry, asm.DWord),
-		asm.Mov.Imm(asm.R2, maps.CacheNoMatch),
+		asm.Mov.Imm32(asm.R2, noMatchImm),
 		asm.JEq.Imm(asm.R0, 0, store),
 		asm.LoadMem(asm.R2, asm.R0, 0, asm.Word),
 	)
@@ -833,7 +885,7 @@ func cache(f family, label string, key int16, noMatch string) asm.Instructions {
 			insns = append(insns, ins, asm.StoreMem(asm.R1, int16(way)*entrySize+off, asm.R3, asm.DWord))
 		}
 	}
-	// b[0] = {gen, addr, p};
+	// b[0] = {gen, addr, v};
 	insns = append(insns, asm.StoreMem(asm.R1, maps.CacheGenOff, rGen, asm.DWord))
 	for w := range f.words {
 		insns = append(insns,
@@ -843,19 +895,21 @@ func cache(f family, label string, key int16, noMatch string) asm.Instructions {
 	}
 	return append(insns,
 		asm.StoreMem(asm.R1, f.result, asm.R2, asm.Word),
-		// if (p > bits) goto noMatch; goto mask;
+		// if (v == NO_MATCH) goto noMatch; goto mask;
 		asm.Mov.Reg(asm.R1, asm.R2),
-		asm.JGT.Imm(asm.R1, f.bits(), noMatch),
+		asm.JEq.Imm32(asm.R1, noMatchImm, noMatch),
 		asm.Ja.Label(masked),
 	)
 }
 
 // addFrame finds the stats entry of the rule whose key is at fp+key and
-// adds the frame, R8 packets of R7 bytes, to its counters at valueOff, then
-// jumps to done. A rule being added or deleted may have no stats entry
-// yet: then it adds nothing. Its first instruction is labelled label.
-func addFrame(f family, label string, key, valueOff int16, done string) asm.Instructions {
-	return append(lookup(label, f.stats, key),
+// adds the frame, R8 packets of R7 bytes, to its counters at valueOff,
+// then counts it in the rule's breakdowns, if it has any, and jumps to
+// done. A rule being added or deleted may have no stats entry yet: then
+// it adds nothing, breakdowns included. Its first instruction is
+// labelled label.
+func addFrame(h Hook, f family, label string, key, valueOff int16, done string) asm.Instructions {
+	insns := append(lookup(label, f.stats, key),
 		// if (!counters) goto done;
 		asm.JEq.Imm(asm.R0, 0, done),
 		// Per-CPU entry: plain read-modify-write, no atomics needed.
@@ -867,9 +921,35 @@ func addFrame(f family, label string, key, valueOff int16, done string) asm.Inst
 		asm.LoadMem(asm.R1, asm.R0, valueOff+8, asm.DWord),
 		asm.Add.Reg(asm.R1, rLen),
 		asm.StoreMem(asm.R0, valueOff+8, asm.R1, asm.DWord),
-		// goto done;
-		asm.Ja.Label(done),
 	)
+	return append(insns, breakdowns(h, f, label, key, valueOff, done)...)
+}
+
+// breakdowns counts the frame, already in the total of the rule whose
+// key is at fp+key, in the rule's breakdowns (maps.Options), then jumps
+// to done. A rule without options pays a load and a jump:
+//
+//	v = value; if (v < ByInterfaceBit) goto done;
+//	if (v & ByInterfaceBit) countInterface(...);
+//	hosts: v = value; if (v < 1 << HostsShift) goto done;
+//	countHost(...);
+//
+// The breakdowns find the rule's trie value at fp+ruleValue and the
+// address before the mask at fp+hostAddr (keep).
+func breakdowns(h Hook, f family, label string, key, valueOff int16, done string) asm.Instructions {
+	iface, hosts := label+sInterface, label+sHosts
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R1, asm.RFP, ruleValue, asm.Word),
+		asm.JLT.Imm(asm.R1, maps.ByInterfaceBit, done),
+		asm.JSet.Imm(asm.R1, maps.ByInterfaceBit, iface),
+		asm.Ja.Label(hosts),
+	}
+	insns = append(insns, countInterface(h, f, iface, key, valueOff, hosts)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, ruleValue, asm.Word).WithSymbol(hosts),
+		asm.JLT.Imm(asm.R1, 1<<maps.HostsShift, done),
+	)
+	return append(insns, countHost(f, hosts+sCount, key, hostAddr, valueOff, done)...)
 }
 
 // lookup emits R0 = bpf_map_lookup_elem(&m, fp+key), its first
@@ -895,7 +975,7 @@ func lookup(label, m string, key int16) asm.Instructions {
 // p - i*wordbits bits, under the mask ^(^0 >> n) in network byte order. A
 // host rule (p = full length) needs no work at all.
 //
-// Its blocks are labelled label_mask, label_word1, label_word2, ...; it ends by jumping
+// Its blocks are labelled label_prefix, label_word1, label_word2, ...; it ends by jumping
 // to done, which the caller puts on the instruction that follows. In C,
 // for IPv6 (w = 64 bits a word):
 //
@@ -921,7 +1001,7 @@ func mask(f family, label string, key int16, done string) asm.Instructions {
 		if w > 0 {
 			covers = covers.WithSymbol(word(w))
 		} else {
-			covers = covers.WithSymbol(label + sMask)
+			covers = covers.WithSymbol(label + sPrefix)
 		}
 		insns = append(insns,
 			covers,
@@ -973,4 +1053,11 @@ func xorAll(size asm.Size, dst asm.Register) asm.Instruction {
 		return asm.Xor.Imm32(dst, -1)
 	}
 	return asm.Xor.Imm(dst, -1)
+}
+
+// countInterface counts the frame in the row of the rule at fp+key and of
+// this attachment (maps.Options.ByInterface), then jumps to next.
+// Placeholder until the per-interface breakdown lands.
+func countInterface(h Hook, f family, label string, key, valueOff int16, next string) asm.Instructions {
+	return asm.Instructions{asm.Ja.Label(next).WithSymbol(label)}
 }

@@ -33,7 +33,7 @@ func setupOn(t testing.TB, h Hook, c maps.Capacity, rules ...string) (*ebpf.Prog
 	}
 	t.Cleanup(func() { set.Close() })
 	for _, r := range rules {
-		if _, err := set.Add(netip.MustParsePrefix(r)); err != nil {
+		if _, _, err := set.Add(netip.MustParsePrefix(r), maps.Options{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -297,7 +297,7 @@ func TestTruncated(t *testing.T) {
 			}
 			for _, r := range []string{"0.0.0.0/0", "::/0"} {
 				set.Delete(netip.MustParsePrefix(r))
-				set.Add(netip.MustParsePrefix(r))
+				set.Add(netip.MustParsePrefix(r), maps.Options{})
 			}
 		}
 	}
@@ -351,7 +351,7 @@ func TestMaskProperty(t *testing.T) {
 				dlen := rng.IntN(bits + 1)
 				srcRule, dstRule := netip.PrefixFrom(src, plen).Masked(), netip.PrefixFrom(dst, dlen).Masked()
 				for _, r := range []netip.Prefix{srcRule, dstRule} {
-					if _, err := set.Add(r); err != nil {
+					if _, _, err := set.Add(r, maps.Options{}); err != nil {
 						t.Fatal(err)
 					}
 				}

@@ -140,7 +140,7 @@ func TestWatchPipe(t *testing.T) {
 	}
 	defer set.Close()
 	extra := netip.MustParsePrefix("192.0.2.0/24")
-	if _, err := set.Add(extra); err != nil {
+	if _, _, err := set.Add(extra, maps.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	next() // may have been read before the add
@@ -161,7 +161,7 @@ func TestWatchPipe(t *testing.T) {
 	if err := set.Delete(r); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := set.Add(r); err != nil {
+	if _, _, err := set.Add(r, maps.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := next().rows[watchRule]; got.pps() != "reset" || got.bps() != "reset" {

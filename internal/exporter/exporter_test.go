@@ -42,7 +42,7 @@ func create(t testing.TB, dir string, maxRules uint32) *maps.Set {
 func count(t testing.TB, set *maps.Set, rule string, s maps.Stats) {
 	t.Helper()
 	r := netip.MustParsePrefix(rule)
-	if _, err := set.Add(r); err != nil {
+	if _, _, err := set.Add(r, maps.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	perCPU := make([]maps.Stats, ebpf.MustPossibleCPU())

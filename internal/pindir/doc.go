@@ -36,17 +36,27 @@
 //	 directory if empty
 //	create the set (first load, add,
 //	import or restore):
-//	 create and pin the 7 maps, one by     1 to 6 maps pinned, the             repair: unpins them; readers see
-//	 one, the generation first, odd        generation odd                      no maps (maps.ErrNotLoaded)
+//	 create and pin the maps, one by       some maps pinned, not all           repair: unpins them; readers see
+//	 one (maps.Names), the mark of the                                         no maps (maps.ErrNotLoaded)
+//	 layout first, the generation odd
 //	add, import, restore, each new rule:
 //	 its stats entry (zero or saved)       a stats entry without a rule        repair: deletes it; readers never
 //	                                                                           show it (rules come from the tries)
-//	 the rule, into its trie               the rule, whole; a re-run of        -
-//	                                       import or restore completes it
+//	 what its options need (below)         that, without a rule                repair: deletes it
+//	 the rule, into its trie, with its     the rule, whole; a re-run of        -
+//	 options in its value                  import or restore completes it
+//	add or import of a rule that exists,
+//	with other options:
+//	 what the new options need             that, unused by the rule            the next change of the rule's
+//	                                                                           options or its del
+//	 the trie value                        the rule with its new options       -
+//	 what only the old ones needed, out    that, unused by the rule            the next change of the rule's
+//	                                                                           options or its del
 //	del, and the undo of import and
 //	restore:
 //	 the rule out of its trie              a stats entry without a rule        repair: deletes it
-//	 its stats entry                       -                                   -
+//	 its stats entry                       what its options needed             repair: deletes it
+//	 what its options needed               -                                   -
 //	load, XDP or TCX bpf_link:
 //	 attach with a new link                nothing: a link not pinned closes   -
 //	                                       with the process, detaching

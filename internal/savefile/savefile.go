@@ -4,8 +4,9 @@
 //
 // The file is JSON, one rule per line:
 //
-//	{"version":1,"saved_at":"2026-11-22T15:04:18Z","rules":[
+//	{"version":2,"saved_at":"2026-11-22T15:04:18Z","rules":[
 //	{"rule":"10.0.0.0/24","in":{"packets":2,"bytes":196},"out":{"packets":1,"bytes":98}},
+//	{"rule":"10.1.0.0/16","options":{"by_interface":true,"hosts":1000},"in":...,"out":...},
 //	...
 //	]}
 //
@@ -28,8 +29,10 @@ import (
 	"github.com/traffic-meter/traffic_meter/maps"
 )
 
-// Version is the version of the file format this package reads and writes.
-const Version = 1
+// Version is the version of the file format this package writes; it
+// reads every version from 1 to Version. Version 2 added the options of a
+// rule ("options", maps.Options), written for the rules that have any.
+const Version = 2
 
 // File is a saved-counters file.
 type File struct {
@@ -63,6 +66,10 @@ func WriteRules(w io.Writer, head []byte, rules []maps.RuleStats, totals bool) e
 		b = append(b, "\n"+`{"rule":"`...)
 		b = r.Rule.AppendTo(b)
 		b = append(b, '"')
+		if r.Options != (maps.Options{}) {
+			b = append(b, `,"options":`...)
+			b = r.Options.AppendJSON(b)
+		}
 		if totals {
 			t := r.Stats.Total()
 			b = append(b, `,"packets":`...)
@@ -96,7 +103,7 @@ func appendCounter(b []byte, c maps.Counter) []byte {
 }
 
 // formatFix says what a valid file looks like.
-const formatFix = `restore a file written by 'traffic_meter save': {"version":1,"saved_at":"...","rules":[{"rule":"10.0.0.0/24","in":{"packets":N,"bytes":N},"out":{"packets":N,"bytes":N}}]}`
+const formatFix = `restore a file written by 'traffic_meter save': {"version":2,"saved_at":"...","rules":[{"rule":"10.0.0.0/24","in":{"packets":N,"bytes":N},"out":{"packets":N,"bytes":N}}]}`
 
 // Read reads a saved-counters file from r, streaming. An item of "rules"
 // that is not a valid rule with valid counters, or that repeats an earlier
@@ -171,7 +178,7 @@ func Read(r io.Reader, warn func(index int, reason error)) (File, error) {
 type VersionError struct{ Got string }
 
 func (e *VersionError) Error() string {
-	return fmt.Sprintf("the file is of version %s, and this traffic_meter reads version %d", e.Got, Version)
+	return fmt.Sprintf("the file is of version %s, and this traffic_meter reads versions 1 to %d", e.Got, Version)
 }
 
 // readVersion reads the value of "version" and checks it is Version.
@@ -180,7 +187,7 @@ func readVersion(dec *json.Decoder) error {
 	if err := dec.Decode(&raw); err != nil {
 		return jsonError(dec, err)
 	}
-	if v, err := strconv.ParseUint(string(raw), 10, 64); err != nil || v != Version {
+	if v, err := strconv.ParseUint(string(raw), 10, 64); err != nil || v < 1 || v > Version {
 		return &VersionError{Got: describe(raw)}
 	}
 	return nil
@@ -252,11 +259,13 @@ func readItem(b []byte) (maps.RuleStats, error) {
 	if b[0] != '{' {
 		return maps.RuleStats{}, badItem(`%s, not an object: write each rule as {"rule":"10.0.0.0/24","in":{"packets":N,"bytes":N},"out":{"packets":N,"bytes":N}}`, describe(b))
 	}
-	var ruleRaw, in, out []byte
+	var ruleRaw, options, in, out []byte
 	members(b, func(name, value []byte) {
 		switch string(name) {
 		case "rule":
 			ruleRaw = value
+		case "options":
+			options = value
 		case "in":
 			in = value
 		case "out":
@@ -275,6 +284,9 @@ func readItem(b []byte) (maps.RuleStats, error) {
 		return maps.RuleStats{}, badItem("%v", err)
 	}
 	rs := maps.RuleStats{Rule: r}
+	if rs.Options, err = readOptions(r, options); err != nil {
+		return maps.RuleStats{}, err
+	}
 	if rs.Stats.In, err = readCounter(r, "in", in); err != nil {
 		return maps.RuleStats{}, err
 	}
@@ -282,6 +294,45 @@ func readItem(b []byte) (maps.RuleStats, error) {
 		return maps.RuleStats{}, err
 	}
 	return rs, nil
+}
+
+// readOptions reads the "options" of rule r, if it has any:
+// {"by_interface":true|false,"hosts":N}, each member optional.
+func readOptions(r netip.Prefix, raw []byte) (maps.Options, error) {
+	var o maps.Options
+	if raw == nil {
+		return o, nil
+	}
+	if raw[0] != '{' {
+		return o, badItem(`%s: "options" is %s, not an object such as {"by_interface":true,"hosts":1000}`, r, describe(raw))
+	}
+	var byInterface, hosts []byte
+	members(raw, func(n, value []byte) {
+		switch string(n) {
+		case "by_interface":
+			byInterface = value
+		case "hosts":
+			hosts = value
+		}
+	})
+	switch string(byInterface) {
+	case "", "false":
+	case "true":
+		o.ByInterface = true
+	default:
+		return o, badItem(`%s: "options.by_interface" is %s, not true or false`, r, describe(byInterface))
+	}
+	if hosts != nil {
+		n, err := readCount(r, "options.hosts", hosts)
+		if err != nil {
+			return o, err
+		}
+		if n > maps.MaxHosts {
+			return o, badItem("%s: options.hosts is %d, more than the %d hosts a rule holds", r, n, maps.MaxHosts)
+		}
+		o.Hosts = uint32(n)
+	}
+	return o, nil
 }
 
 // readCounter reads the "in" or "out" counter of rule r.

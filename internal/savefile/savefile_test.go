@@ -29,14 +29,16 @@ func rs(r string, inP, inB, outP, outB uint64) maps.RuleStats {
 // back, the largest uint64 included.
 func TestWriteRead(t *testing.T) {
 	at := time.Date(2026, 11, 22, 15, 4, 18, 0, time.FixedZone("x", 3600))
-	rules := []maps.RuleStats{rs("10.0.0.0/24", 2, 196, 1, 98), rs("2001:db8::1/128", max64, max64, 0, max64-1)}
+	rules := []maps.RuleStats{rs("10.0.0.0/24", 2, 196, 1, 98), rs("2001:db8::1/128", max64, max64, 0, max64-1), rs("10.1.0.0/16", 1, 2, 3, 4)}
+	rules[2].Options = maps.Options{ByInterface: true, Hosts: 1000}
 	var b bytes.Buffer
 	if err := Write(&b, at, rules); err != nil {
 		t.Fatal(err)
 	}
-	want := `{"version":1,"saved_at":"2026-11-22T14:04:18Z","rules":[
+	want := `{"version":2,"saved_at":"2026-11-22T14:04:18Z","rules":[
 {"rule":"10.0.0.0/24","in":{"packets":2,"bytes":196},"out":{"packets":1,"bytes":98}},
-{"rule":"2001:db8::1/128","in":{"packets":18446744073709551615,"bytes":18446744073709551615},"out":{"packets":0,"bytes":18446744073709551614}}
+{"rule":"2001:db8::1/128","in":{"packets":18446744073709551615,"bytes":18446744073709551615},"out":{"packets":0,"bytes":18446744073709551614}},
+{"rule":"10.1.0.0/16","options":{"by_interface":true,"hosts":1000},"in":{"packets":1,"bytes":2},"out":{"packets":3,"bytes":4}}
 ]}
 `
 	if b.String() != want {
@@ -100,7 +102,19 @@ func TestRead(t *testing.T) {
 		{name: "empty file", in: ``, err: "the file is empty"},
 		{name: "array root", in: `["10.0.0.0/24"]`, err: "the JSON root is an array, not an object: restore a file written by 'traffic_meter save'"},
 		{name: "no version", in: `{"rules":[` + item("10.0.0.0/24") + `]}`, err: `no "version"`},
-		{name: "version 2", in: `{"version":2,"rules":[]}`, err: "the file is of version 2, and this traffic_meter reads version 1"},
+		{name: "version 3", in: `{"version":3,"rules":[]}`, err: "the file is of version 3, and this traffic_meter reads versions 1 to 2"},
+		{name: "version 0", in: `{"version":0,"rules":[]}`, err: "the file is of version 0"},
+		{name: "options", in: `{"version":2,"rules":[` + strings.Join([]string{
+			`{"rule":"10.0.0.0/24","options":{"by_interface":true,"hosts":7},` + c + `}`,
+			`{"rule":"10.0.1.0/24","options":{"hosts":7},` + c + `}`,
+			`{"rule":"10.0.2.0/24","options":{},` + c + `}`,
+			`{"rule":"10.0.3.0/24","options":[],` + c + `}`,
+			`{"rule":"10.0.4.0/24","options":{"by_interface":1},` + c + `}`,
+			`{"rule":"10.0.5.0/24","options":{"hosts":-1},` + c + `}`,
+			`{"rule":"10.0.6.0/24","options":{"hosts":8388608},` + c + `}`,
+		}, ",") + `]}`, rules: "10.0.0.0/24 (by-interface, hosts 7) 10.0.1.0/24 (hosts 7) 10.0.2.0/24",
+			warnings: `3: 10.0.3.0/24: "options" is [], not an object; 4: "options.by_interface" is 1, not true or false; ` +
+				`5: options.hosts is -1, negative; 6: options.hosts is 8388608, more than the 8388607 hosts a rule holds`},
 		{name: "version string", in: `{"version":"1","rules":[]}`, err: `version "1"`},
 		{name: "no rules", in: `{"version":1}`, err: `no "rules"`},
 		{name: "rules twice", in: `{"version":1,"rules":[],"rules":[]}`, err: `"rules" twice`},
@@ -119,7 +133,7 @@ func TestRead(t *testing.T) {
 			}
 			var got []string
 			for _, r := range f.Rules {
-				got = append(got, r.Rule.String())
+				got = append(got, maps.Listed{Rule: r.Rule, Options: r.Options}.String())
 				if r.Rule.String() != "10.1.0.0/16" && r.Stats != (maps.Stats{In: maps.Counter{Packets: 1, Bytes: 2}, Out: maps.Counter{Packets: 3, Bytes: 4}}) {
 					t.Errorf("%s: counters %+v", r.Rule, r.Stats)
 				}
