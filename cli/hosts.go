@@ -187,10 +187,14 @@ func readHostsStatus(set *maps.Set) (hostsFamilies, error) {
 	if err != nil {
 		return hostsFamilies{}, err
 	}
-	of := func(u maps.HostsUsage) hostsStatus {
-		return hostsStatus{Rules: u.Rules, Used: u.Used, Reserved: u.Reserved, Capacity: u.Capacity}
+	full, err := set.Full()
+	if err != nil {
+		return hostsFamilies{}, err
 	}
-	return hostsFamilies{of(v4), of(v6)}, nil
+	of := func(u maps.HostsUsage, full uint64) hostsStatus {
+		return hostsStatus{Rules: u.Rules, Used: u.Used, Reserved: u.Reserved, Capacity: u.Capacity, Full: full}
+	}
+	return hostsFamilies{of(v4, full[maps.FullHostsV4]), of(v6, full[maps.FullHostsV6])}, nil
 }
 
 // write prints a line per family for people.

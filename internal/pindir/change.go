@@ -187,6 +187,11 @@ func mend(dir string) (orphans int, adopted []attach.Attachment, err error) {
 	if orphans, err = set.RemoveOrphans(); err != nil {
 		return 0, nil, err
 	}
+	tables, err := set.RemoveHostOrphans()
+	if err != nil {
+		return 0, nil, err
+	}
+	orphans += tables
 	adopted, err = adopt(set)
 	return orphans, adopted, err
 }
