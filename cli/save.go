@@ -28,8 +28,21 @@ func (s *SaveCmd) Run(c *Context) error {
 	var at time.Time
 	err := c.read(func(set *maps.Set) (err error) {
 		at = time.Now()
-		rules, err = set.Stats()
-		return err
+		// The host rows first, the totals after: every saved row is in
+		// its saved total.
+		hosts, err := set.SavedHosts()
+		if err != nil {
+			return err
+		}
+		if rules, err = set.Stats(); err != nil {
+			return err
+		}
+		for i, r := range rules {
+			if r.Options.Hosts > 0 {
+				rules[i].Hosts = hosts[r.Rule]
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err

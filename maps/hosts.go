@@ -111,6 +111,8 @@ type hostCount struct {
 	mu    sync.Mutex
 	known bool
 	n     uint64
+	// restoring are the saved host rows of the rules being restored.
+	restoring map[Rule][]HostStats
 }
 
 // hostCounts are a Set's two families' hostCount.
@@ -187,6 +189,9 @@ func (h hostTables[K]) swap(k K, n uint32) error {
 		return fmt.Errorf("create the host table of %s: %w", k.Rule(), err)
 	}
 	defer inner.Close()
+	if err := fillHosts(inner, h.reserved.restoring[k.Rule()]); err != nil {
+		return fmt.Errorf("restore the hosts of %s: %w", k.Rule(), err)
+	}
 	err = retryNoMem(func() (int, error) { return 0, h.outer.Update(k, inner, ebpf.UpdateAny) })
 	if err != nil {
 		return fmt.Errorf("put the host table of %s: %w", k.Rule(), err)
@@ -350,49 +355,69 @@ func clearHosts[K key](f family[K], r Rule) error {
 	return f.hosts.swap(k, o.Hosts)
 }
 
-// RestoreHosts puts saved host rows into the host table of exactly the
-// rule r, which must have the option, adding each to the host's counters
-// on one CPU (the others keep theirs): what restore does for a rule it
-// added, before frames reach the rule. A row that finds the table full is
-// left out, and counted in the returned number.
-func (s *Set) RestoreHosts(r Rule, rows []HostStats) (left int, err error) {
-	if r.Addr().Is4() {
-		return restoreHosts(s.v4(), r, rows)
+// restoringHosts makes the host rows of saved the rows that the host
+// tables made for these rules take, until the function it returns is
+// called: RestoreRules restores a rule's host rows so, in the new table,
+// before the table and the rule are in place, so that no frame is lost or
+// counted twice. A rule that keeps its table (present, or with an
+// unchanged capacity) keeps its rows.
+func (s *Set) restoringHosts(saved []RuleStats) (done func()) {
+	rows := map[Rule][]HostStats{}
+	for _, rs := range saved {
+		if len(rs.Hosts) > 0 {
+			rows[rs.Rule] = rs.Hosts
+		}
 	}
-	return restoreHosts(s.v6(), r, rows)
+	c := s.counts()
+	c.v4.restoring, c.v6.restoring = rows, rows
+	return func() { c.v4.restoring, c.v6.restoring = nil, nil }
 }
 
-func restoreHosts[K key](f family[K], r Rule, rows []HostStats) (int, error) {
-	inner, err := f.hosts.table(f.keyOf(r))
-	if err != nil {
-		return 0, err
-	}
-	if inner == nil {
-		return 0, fmt.Errorf("%s: %w", r, ErrNoHosts)
-	}
-	defer inner.Close()
+// fillHosts puts rows into a new host table, each host's counters on the
+// first CPU's slot (zero on the others). A row that finds the table full
+// is left out: its counts stay in the rule's remainder.
+func fillHosts(inner *ebpf.Map, rows []HostStats) error {
 	perCPU := make([]Stats, ebpf.MustPossibleCPU())
-	left := 0
 	for _, row := range rows {
-		if row.Host.Is4() != r.Addr().Is4() || !r.Contains(row.Host) {
-			return 0, fmt.Errorf("host %s is not in %s", row.Host, r)
-		}
-		key := row.Host.AsSlice()
-		clear(perCPU)
-		if err := inner.Lookup(key, perCPU); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return 0, fmt.Errorf("look up host %s of %s: %w", row.Host, r, err)
-		}
-		perCPU[0] = perCPU[0].Add(row.Stats)
-		err := retryNoMem(func() (int, error) { return 0, inner.Update(key, perCPU, ebpf.UpdateAny) })
+		perCPU[0] = row.Stats
+		err := retryNoMem(func() (int, error) { return 0, inner.Update(row.Host.AsSlice(), perCPU, ebpf.UpdateNoExist) })
 		if errors.Is(err, unix.E2BIG) {
-			left++
-			continue
+			return nil
 		}
 		if err != nil {
-			return 0, fmt.Errorf("restore host %s of %s: %w", row.Host, r, err)
+			return fmt.Errorf("host %s: %w", row.Host, err)
 		}
 	}
-	return left, nil
+	return nil
+}
+
+// SavedHosts returns the host rows of every rule whose host table has
+// any, by rule: what save reads, before it reads the totals (Stats), so
+// that every saved row is in its saved total.
+func (s *Set) SavedHosts() (map[Rule][]HostStats, error) {
+	all := map[Rule][]HostStats{}
+	if err := savedHosts(s.v4(), all); err != nil {
+		return nil, err
+	}
+	return all, savedHosts(s.v6(), all)
+}
+
+func savedHosts[K key](f family[K], all map[Rule][]HostStats) error {
+	var k K
+	var inner *ebpf.Map
+	it := f.hosts.outer.Iterate()
+	for it.Next(&k, &inner) {
+		r := k.Rule()
+		err := readHostTable(inner, func(a netip.Addr, st Stats) { all[r] = append(all[r], HostStats{a, st}) })
+		inner.Close()
+		if err != nil {
+			return fmt.Errorf("read the hosts of %s: %w", r, err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read the host tables: %w", err)
+	}
+	return nil
 }
 
 // HostsUsage is a family's host entries: Rules have host tables, which

@@ -421,7 +421,7 @@ func testFull(t *testing.T, s *Set) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(all); got != "[{10.0.0.1/32  {{0 0} {0 0}}} {10.0.0.2/32  {{0 0} {0 0}}}]" {
+	if got := fmt.Sprint(all); got != "[{10.0.0.1/32  {{0 0} {0 0}} []} {10.0.0.2/32  {{0 0} {0 0}} []}]" {
 		t.Fatalf("after failed adds: %s", got)
 	}
 }

@@ -23,6 +23,9 @@ type RuleStats struct {
 	Rule    Rule
 	Options Options
 	Stats   Stats
+	// Hosts are the rule's host rows, for save and restore (see
+	// Set.SavedHosts); nil elsewhere.
+	Hosts []HostStats
 }
 
 // key is a rule key of either family.

@@ -345,3 +345,37 @@ func TestHostsClear(t *testing.T) {
 		}
 	}
 }
+
+// TestHostsSaveRestore saves rules counted per host and restores them
+// into a new pin directory: each rule's options, total, rows and other
+// hosts come back exactly.
+func TestHostsSaveRestore(t *testing.T) {
+	p := testnet.NewPair(t)
+	dir, again := testnet.PinDir(t), testnet.PinDir(t)
+	ok(t, p, dir, "load", "--dev", p.Dev[0])
+	t.Cleanup(func() { tm(t, p, dir, "unload", "--dev", p.Dev[0]) })
+	rules := []string{"10.0.0.0/24", "2001:db8::/64"}
+	for _, r := range rules {
+		ok(t, p, dir, "add", "--ip-address", r, "--hosts", "5")
+	}
+	peer4, peer6 := addr("192.0.2.1"), addr("2001:db9::1")
+	var frames []frame.Frame
+	for i := range 8 {
+		frames = append(frames, hostFrames(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), peer4, i)...)
+		frames = append(frames, hostFrames(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 1)}), peer6, i)...)
+	}
+	send(t, p, frames)
+	file := filepath.Join(t.TempDir(), "saved.json")
+	ok(t, p, dir, "save", "--file", file)
+	ok(t, p, again, "restore", "--file", file)
+	for _, r := range rules {
+		total, rows, other := hostsOf(t, p, dir, r)
+		gotTotal, gotRows, gotOther := hostsOf(t, p, again, r)
+		if len(rows) != 5 || total != gotTotal || other != gotOther || fmt.Sprint(rows) != fmt.Sprint(gotRows) {
+			t.Errorf("%s restored as %+v %v %+v, saved %+v %v %+v", r, gotTotal, gotRows, gotOther, total, rows, other)
+		}
+	}
+	if got := ok(t, p, again, "list"); !strings.Contains(got, "10.0.0.0/24 (hosts 5)") {
+		t.Errorf("list after restore:\n%s", got)
+	}
+}
