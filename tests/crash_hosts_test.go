@@ -83,7 +83,9 @@ func verifyHosts(e *crashEnv, rules []string, reserved uint64, rows func(*testin
 		if !whole {
 			return
 		}
-		var st struct{ Hosts struct{ IPv4 struct{ Reserved uint64 } } }
+		var st struct {
+			Hosts struct{ IPv4 struct{ Reserved uint64 } }
+		}
 		out := ok(t, nil, e.dir, "status", "--json")
 		if err := json.Unmarshal([]byte(out), &st); err != nil || st.Hosts.IPv4.Reserved != reserved {
 			t.Errorf("status --json printed %q (%v): want %d IPv4 host entries reserved", out, err, reserved)
