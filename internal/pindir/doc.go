@@ -57,6 +57,13 @@
 //	 the rule out of its trie              a stats entry without a rule        repair: deletes it
 //	 its stats entry                       what its options needed             repair: deletes it
 //	 what its options needed               -                                   -
+//	what --hosts N needs, and hosts --clear
+//	(maps.HostsV4Name):
+//	 make the rule's host table, unpinned  nothing: the table closes with      -
+//	 (restore: with its saved rows)        the process
+//	 put it into the outer map, in one     the rule's new table; the old       repair: deletes a table whose rule is
+//	 update that drops the rule's old one  one's rows in the remainder         gone or lacks the option
+//	                                                                           (maps.Set.RemoveHostOrphans)
 //	load, XDP or TCX bpf_link:
 //	 attach with a new link                nothing: a link not pinned closes   -
 //	                                       with the process, detaching
