@@ -117,7 +117,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	parser, err := kong.New(&root,
 		kong.Name("traffic_meter"),
 		kong.Description("Count packets and bytes per IP address or CIDR with XDP and TC."),
-		kong.Vars{"default_pin": maps.DefaultPinDir, "default_max_rules": strconv.Itoa(maps.DefaultMaxRules), "default_cache_size": strconv.Itoa(maps.DefaultCacheSize), "default_host_capacity": strconv.Itoa(maps.DefaultHostCapacity), "default_listen": exporter.DefaultListen},
+		kong.Vars{"default_pin": maps.DefaultPinDir, "default_max_rules": strconv.Itoa(maps.DefaultMaxRules), "default_cache_size": strconv.Itoa(maps.DefaultCacheSize), "default_host_capacity": strconv.Itoa(maps.DefaultHostCapacity), "default_listen": exporter.DefaultListen, "default_top_hosts": strconv.Itoa(exporter.DefaultTopHosts)},
 		kernelVars(),
 		kong.Writers(out, stderr),
 		kong.Exit(func(code int) { panic(exit(code)) }),

@@ -495,15 +495,9 @@ func (s *Set) RemoveHostOrphans() (int, error) {
 }
 
 func removeHostOrphans[K key](f family[K]) (int, error) {
-	var keys []K
-	var k K
-	var id uint32
-	it := f.hosts.outer.Iterate()
-	for it.Next(&k, &id) {
-		keys = append(keys, k)
-	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("read the host tables: %w", err)
+	keys, err := f.hosts.keys()
+	if err != nil {
+		return 0, err
 	}
 	n := 0
 	for _, k := range keys {
@@ -548,3 +542,49 @@ func HostTableMemory(n uint32) uint64 { return statsMemory(4, n, false, 1) }
 // their buckets, one per host entry of the capacity rounded up to a power
 // of two.
 func (c Capacity) HostsMemory() uint64 { return 2 * statsMemory(key4Size, c.hostCapacity(), false, 1) }
+
+// EachHosts calls fn with the per-host breakdown of every rule counted
+// per host (RuleHosts: each rule's rows read before its total), IPv4
+// then IPv6, one rule at a time: what the exporter reads. The caller
+// holds the pin directory's lock, shared or exclusive.
+func (s *Set) EachHosts(fn func(RuleHosts)) error {
+	if err := eachHosts(s.v4(), fn); err != nil {
+		return err
+	}
+	return eachHosts(s.v6(), fn)
+}
+
+func eachHosts[K key](f family[K], fn func(RuleHosts)) error {
+	keys, err := f.hosts.keys()
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		h, err := readHosts(f, k.Rule())
+		switch {
+		case errors.Is(err, ErrUnknownRule) || errors.Is(err, ErrNoHosts):
+			// A table that a killed change left, which the next
+			// change removes (RemoveHostOrphans).
+		case err != nil:
+			return err
+		default:
+			fn(h)
+		}
+	}
+	return nil
+}
+
+// keys returns the rule keys of the outer map.
+func (h hostTables[K]) keys() ([]K, error) {
+	var keys []K
+	var k K
+	var id uint32
+	it := h.outer.Iterate()
+	for it.Next(&k, &id) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read the host tables: %w", err)
+	}
+	return keys, nil
+}
