@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -61,12 +62,12 @@ func (s *StatsCmd) showHosts(c *Context) error {
 	if s.IPAddress == "" {
 		return errors.New("--hosts shows the hosts of one rule: give it with --ip-address X")
 	}
-	if s.live() {
-		return errors.New("--hosts has no rates yet: leave out --watch and --sort rate")
-	}
 	r, err := rule.Parse(s.IPAddress)
 	if err != nil {
 		return err
+	}
+	if s.live() {
+		return s.show(c, func(set *maps.Set) ([]maps.RuleStats, error) { return readHostRows(set, r) }, hostNames)
 	}
 	var h maps.RuleHosts
 	err = c.read(func(set *maps.Set) (err error) {
@@ -86,6 +87,30 @@ func (s *StatsCmd) showHosts(c *Context) error {
 	}
 	return writeHostsTable(c.Stdout, shown)
 }
+
+// readHostRows reads the hosts of rule r for the --watch view: each host
+// as the rule of its one address, then the other hosts as the zero rule
+// (hostNames labels them).
+func readHostRows(set *maps.Set, r maps.Rule) ([]maps.RuleStats, error) {
+	h, err := set.Hosts(r)
+	if err != nil {
+		return nil, hostsError(err, r)
+	}
+	rows := make([]maps.RuleStats, 0, len(h.Hosts)+1)
+	for _, hs := range h.Hosts {
+		rows = append(rows, maps.RuleStats{Rule: netip.PrefixFrom(hs.Host, hs.Host.BitLen()), Stats: hs.Stats})
+	}
+	return append(rows, maps.RuleStats{Stats: h.Other()}), nil
+}
+
+// hostNames name the rows of the --watch view of a rule's hosts: a host
+// by its address, the zero rule as the other hosts.
+var hostNames = watch.Names{Noun: "hosts", Label: func(r maps.Rule) string {
+	if !r.IsValid() {
+		return otherHosts
+	}
+	return r.Addr().String()
+}}
 
 // rankHosts sorts a rule's hosts by --sort (bytes or packets, largest
 // first; by address without), and keeps --top of them.

@@ -16,7 +16,7 @@ import (
 type StatsCmd struct {
 	IPAddress string `name:"ip-address" placeholder:"X" help:"Show only this rule (the rule itself, not the longest matching one)."`
 	JSON      bool   `name:"json" help:"Print JSON with exact integers."`
-	Hosts     bool   `name:"hosts" help:"Show the hosts of the rule of --ip-address, one added with --hosts N: a row per host, then \"other hosts\", the rest of its total (hosts that found its table full, what it counted before the option, hosts cleared). --sort bytes|packets ranks them, --top N shows the first N (the others are in other hosts)."`
+	Hosts     bool   `name:"hosts" help:"Show the hosts of the rule of --ip-address, one added with --hosts N: a row per host, then \"other hosts\", the rest of its total (hosts that found its table full, what it counted before the option, hosts cleared). --sort bytes|packets ranks them, --top N shows the first N (the others are in other hosts). --watch (or --sort rate) shows their rates, the top talkers, other hosts ranked among them."`
 	WatchFlags
 }
 
@@ -29,7 +29,7 @@ func (s *StatsCmd) Run(c *Context) error {
 		return s.showHosts(c)
 	}
 	if s.live() {
-		return s.show(c, s.read)
+		return s.show(c, s.read, watch.Names{})
 	}
 	var rows []maps.RuleStats
 	err := c.read(func(set *maps.Set) (err error) {

@@ -379,3 +379,40 @@ func TestHostsSaveRestore(t *testing.T) {
 		t.Errorf("list after restore:\n%s", got)
 	}
 }
+
+// TestHostsView checks what people read of a rule's hosts while frames
+// flow: stats --hosts --sort rate (the --watch view, once) shows the host
+// with its rate and the other hosts; the table of stats --hosts --top 1
+// --sort bytes shows the host with the most bytes, then other hosts
+// holding the rest; stats --hosts of a rule without the option, and
+// hosts without --clear, fail with one line saying what to do.
+func TestHostsView(t *testing.T) {
+	p, dir := watchSetup(t)
+	ok(t, p, dir, "add", "--ip-address", watchRule, "--hosts", "5")
+	send(t, p, []frame.Frame{{Src: addr("10.2.0.1"), Dst: addr("10.1.0.9"), Payload: 10}})
+	stop := make(chan struct{})
+	sent := traffic(t, p, stop)
+	out := ok(t, p, dir, "stats", "--hosts", "--ip-address", watchRule, "--sort", "rate", "--interval", "500ms")
+	close(stop)
+	sent()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 || !strings.Contains(lines[0], "hosts: 3") || !strings.HasPrefix(lines[1], "HOST ") ||
+		!strings.HasPrefix(lines[2], "10.1.0.5 ") || strings.HasSuffix(lines[2], "-") {
+		t.Errorf("stats --hosts --sort rate printed\n%s", out)
+	}
+	if !strings.Contains(out, "other hosts") || !strings.Contains(out, "10.1.0.9") {
+		t.Errorf("stats --hosts --sort rate shows no other hosts or 10.1.0.9:\n%s", out)
+	}
+	table := ok(t, p, dir, "stats", "--hosts", "--ip-address", watchRule, "--top", "1", "--sort", "bytes")
+	rows := strings.Split(strings.TrimSpace(table), "\n")
+	if len(rows) != 4 || !strings.HasPrefix(rows[2], "10.1.0.5 ") || !strings.HasPrefix(rows[3], "other hosts ") {
+		t.Errorf("stats --hosts --top 1 printed\n%s", table)
+	}
+	total, hosts, other := hostsOf(t, p, dir, watchRule, "--top", "1", "--sort", "bytes")
+	if len(hosts) != 1 || other.Packets != 1 || total.Packets != hosts["10.1.0.5"].Packets+1 {
+		t.Errorf("--json --top 1: total %+v, hosts %+v, other %+v", total, hosts, other)
+	}
+	ok(t, p, dir, "add", "--ip-address", "192.0.2.0/24")
+	fails(t, p, dir, "does not count per host", "stats", "--hosts", "--ip-address", "192.0.2.0/24")
+	fails(t, p, dir, "--clear", "hosts", "--ip-address", watchRule)
+}
