@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -415,4 +416,40 @@ func TestHostsView(t *testing.T) {
 	ok(t, p, dir, "add", "--ip-address", "192.0.2.0/24")
 	fails(t, p, dir, "does not count per host", "stats", "--hosts", "--ip-address", "192.0.2.0/24")
 	fails(t, p, dir, "--clear", "hosts", "--ip-address", watchRule)
+}
+
+// TestHostCapacity checks the family's bound on host entries
+// (--host-capacity): an add or an import that would take the rules' host
+// capacities past it fails with one line, changing nothing; a new
+// capacity of a rule replaces its old one in the sum; del frees it; the
+// other family has its own.
+func TestHostCapacity(t *testing.T) {
+	dir := testnet.PinDir(t)
+	ok(t, nil, dir, "add", "--ip-address", "10.0.0.0/24", "--hosts", "60", "--host-capacity", "100")
+	fails(t, nil, dir, "not enough host capacity: 10.1.0.0/24 asks for 50 hosts, the rules of its family hold 60 of 100: give it a smaller --hosts N",
+		"add", "--ip-address", "10.1.0.0/24", "--hosts", "50")
+	file := filepath.Join(t.TempDir(), "rules.json")
+	if err := os.WriteFile(file, []byte(`["10.2.0.0/24", "10.3.0.0/24", "10.4.0.0/24"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fails(t, nil, dir, "not enough host capacity", "import", "--file", file, "--hosts", "15")
+	if got := ok(t, nil, dir, "list"); got != "10.0.0.0/24 (hosts 60)\n" {
+		t.Errorf("after the refused add and import, list shows\n%s", got)
+	}
+	ok(t, nil, dir, "import", "--file", file, "--hosts", "10")
+	ok(t, nil, dir, "add", "--ip-address", "10.0.0.0/24", "--hosts", "70")
+	fails(t, nil, dir, "not enough host capacity", "add", "--ip-address", "10.0.0.0/24", "--hosts", "71")
+	ok(t, nil, dir, "add", "--ip-address", "2001:db8::/64", "--hosts", "100")
+	ok(t, nil, dir, "del", "--ip-address", "10.2.0.0/24")
+	ok(t, nil, dir, "add", "--ip-address", "10.0.0.0/24", "--hosts", "80")
+	status := ok(t, nil, dir, "status")
+	for _, line := range []string{
+		"hosts: IPv4 0 of 100 entries used (100 reserved by 3 rules), 0 frames to other hosts by a full table",
+		"hosts: IPv6 0 of 100 entries used (100 reserved by 1 rule), 0 frames to other hosts by a full table",
+	} {
+		if !strings.Contains(status, line) {
+			t.Errorf("status does not say %q:\n%s", line, status)
+		}
+	}
+	ok(t, nil, dir, "unload", "--all")
 }
