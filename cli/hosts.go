@@ -45,6 +45,11 @@ func (h *HostsCmd) Run(c *Context) error {
 	})
 }
 
+// Help is what hosts --help says after its one-line help.
+func (HostsCmd) Help() string {
+	return `A rule added with --hosts N counts each of its addresses that a counted frame carries, up to N of them; the frames of the others count in its other hosts. Nothing is ever evicted: a full table stays full until hosts --clear empties it. The rule's hosts then count in its other hosts, so stats --hosts still adds up to its total; frames counting while it runs are never lost nor counted twice, and new hosts get entries again. It is one update of the kernel's maps: a new, empty table of the same capacity takes the old one's place.`
+}
+
 // hostsError adds its fix to an error of a rule's hosts.
 func hostsError(err error, r maps.Rule) error {
 	switch {
