@@ -287,7 +287,8 @@ func options(t *testing.T, s *Set, r Rule) Options {
 
 // TestHostMemory checks the memory of a host entry against sums worked
 // by hand, at 2 and 64 CPUs, and against the kernel's own account of a
-// table (its memlock, since Linux 6.4) on this machine as hosts come.
+// table (its memlock, since Linux 6.4) on this machine as hosts come, and
+// of the outer maps as they are made.
 func TestHostMemory(t *testing.T) {
 	for _, tt := range []struct {
 		v4   bool
@@ -335,6 +336,27 @@ func TestHostMemory(t *testing.T) {
 			t.Logf("%d-byte hosts: formula %d bytes, kernel memlock %d", addrSize, got, memlock)
 		}
 		m.Close()
+	}
+	// The outer maps, empty, as the maps are made.
+	c := Capacity{HostCapacity: 1000}
+	var memlock uint64
+	for _, spec := range hostsSpecs(c.HostCapacity) {
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := info.Memlock()
+		memlock += n
+		m.Close()
+	}
+	if d := int64(c.HostsMemory()) - int64(memlock); d < -2*htabSize || d > 2*htabSize {
+		t.Errorf("outer maps: formula %d bytes, kernel memlock %d", c.HostsMemory(), memlock)
+	} else {
+		t.Logf("outer maps: formula %d bytes, kernel memlock %d", c.HostsMemory(), memlock)
 	}
 }
 

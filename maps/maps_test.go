@@ -188,7 +188,7 @@ func TestMemory(t *testing.T) {
 	} {
 		// TestCacheMemory checks the caches' part.
 		got := tt.c.StatsMemory(tt.cpus)
-		if got != tt.want || tt.c.Memory(tt.cpus) != got+tt.c.CacheMemory(tt.cpus) {
+		if got != tt.want || tt.c.Memory(tt.cpus) != got+tt.c.CacheMemory(tt.cpus)+tt.c.HostsMemory() {
 			t.Errorf("%+v on %d CPUs: %d bytes, want %d", tt.c, tt.cpus, got, tt.want)
 		}
 		t.Logf("%+v on %d CPUs: %s", tt.c, tt.cpus, textfmt.Bytes(got))
