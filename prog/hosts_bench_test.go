@@ -21,6 +21,7 @@ import (
 //     its host's row made by the first run: one more map lookup (the
 //     rule's table) and a row's lookup. "x-plain" is its ratio to the
 //     rule without the option.
+//
 //   - first: a frame of a host the table has not seen, one test run each
 //     (the kernel times the run alone, but a single run pays cold caches
 //     and the clock's reads: the rule without the option takes more than
@@ -29,7 +30,7 @@ import (
 //     (the tables are never preallocated). "extra-ns/frame" is the
 //     difference, the insert's cost.
 //
-//	go test -run - -bench Hosts -benchtime 10x ./prog
+//     go test -run - -bench Hosts -benchtime 10x ./prog
 func BenchmarkHosts(b *testing.B) {
 	h := available(b, XDPMultiBuffer)
 	const rule, peer = "10.0.0.0/16", "192.0.2.0/24"
