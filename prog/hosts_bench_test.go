@@ -15,22 +15,20 @@ import (
 // (add --hosts N) against the same rule without the option, both
 // measured in the same run, interleaved, each with its own program and
 // maps; the frame's source matches the rule, its destination a rule
-// without the option.
+// without the option:
 //
-//   - known: the same frame again and again (the kernel's test-run loop),
-//     its host's row made by the first run: one more map lookup (the
-//     rule's table) and a row's lookup. "x-plain" is its ratio to the
-//     rule without the option.
+//	go test -run - -bench Hosts -benchtime 10x ./prog
 //
-//   - first: a frame of a host the table has not seen, one test run each
-//     (the kernel times the run alone, but a single run pays cold caches
-//     and the clock's reads: the rule without the option takes more than
-//     twice its looped time), 1,000 new hosts per iteration into a table
-//     emptied before: the row's insert on top, which allocates the row
-//     (the tables are never preallocated). "extra-ns/frame" is the
-//     difference, the insert's cost.
-//
-//     go test -run - -bench Hosts -benchtime 10x ./prog
+// known is the same frame again and again (the kernel's test-run loop),
+// its host's row made by the first run: one more map lookup (the rule's
+// table) and a row's lookup; "x-plain" is its ratio to the rule without
+// the option. first is a frame of a host the table has not seen, one test
+// run each (the kernel times the run alone, but a single run pays cold
+// caches and the clock's reads: the rule without the option takes more
+// than twice its looped time), 1,000 new hosts per iteration into a table
+// emptied before: the row's insert on top, which allocates the row (the
+// tables are never preallocated); "extra-ns/frame" is the difference, the
+// insert's cost.
 func BenchmarkHosts(b *testing.B) {
 	h := available(b, XDPMultiBuffer)
 	const rule, peer = "10.0.0.0/16", "192.0.2.0/24"
