@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -105,7 +106,7 @@ func sendOnCPUs(p *testnet.Pair, frames [][]byte) error {
 					if cpu == 1 {
 						f = frames[len(frames)-1-i]
 					}
-					if err := send(f); err != nil {
+					if err := sendRetrying(send, f); err != nil {
 						return err
 					}
 				}
@@ -115,6 +116,20 @@ func sendOnCPUs(p *testnet.Pair, frames [][]byte) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// sendRetrying sends a frame, again while the kernel says ENOBUFS: the
+// receiving veth's queue was full (the two CPUs sending faster than it
+// takes them, as on a slow emulated guest), and it dropped the frame
+// before any hook saw it.
+func sendRetrying(send func([]byte) error, f []byte) error {
+	for {
+		err := send(f)
+		if !errors.Is(err, unix.ENOBUFS) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // plus adds two stats.
