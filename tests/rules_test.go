@@ -76,7 +76,7 @@ func TestListOrder(t *testing.T) {
 	if out := ok(t, nil, dir, "list"); out != strings.Join(want, "\n")+"\n" {
 		t.Errorf("list printed\n%s", out)
 	}
-	if out := ok(t, nil, dir, "list", "--json"); out != `{"rules":["`+strings.Join(want, `","`)+`"]}`+"\n" {
+	if out := ok(t, nil, dir, "list", "--json"); out != `{"rules":["`+strings.Join(want, `","`)+`"],"options":{}}`+"\n" {
 		t.Errorf("list --json printed %s", out)
 	}
 }

@@ -185,7 +185,7 @@ func TestRestoreErrors(t *testing.T) {
 	for _, tt := range []struct{ name, text, err string }{
 		{"stats.json", `{"rules":[{"rule":"10.0.0.0/24","packets":1,"bytes":2,"in":{"packets":1,"bytes":2},"out":{"packets":0,"bytes":0}}]}`,
 			`the file has no "version", so it is not a saved-counters file: restore a file written by 'traffic_meter save'`},
-		{"v2.json", `{"version":2,"rules":[]}`, "the file is of version 2, and this traffic_meter reads version 1"},
+		{"v3.json", `{"version":3,"rules":[]}`, "the file is of version 3, and this traffic_meter reads versions 1 to 2"},
 		{"truncated.json", `{"version":1,"rules":[{"rule":"10.0.0.0/24","in":{"packets":1,"bytes":2},"out":{"pack`, "invalid JSON: the file ends too early (was it truncated?)"},
 		{"rules.json", `["10.0.0.0/24"]`, "the JSON root is an array, not an object"},
 	} {
