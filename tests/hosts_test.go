@@ -74,7 +74,10 @@ func hostFrames(host, peer netip.Addr, i int) []frame.Frame {
 // onCPUs sends frames from NS[1] of p, every frame once from each CPU,
 // at once: one thread pinned to each CPU, the first sending them in
 // order, the second in reverse, so that the two race for hosts' first
-// frames. A veth hands a frame to the program on the CPU that sent it.
+// frames. Without an XDP program a veth hands a frame to the receive path
+// on the CPU that sent it (its backlog queue), so TC ingress counts it
+// there; native XDP on a veth runs in one NAPI context per queue, on
+// whichever CPU scheduled it.
 func onCPUs(t *testing.T, p *testnet.Pair, frames [][]byte) {
 	t.Helper()
 	if err := sendOnCPUs(p, frames); err != nil {
@@ -172,8 +175,9 @@ func statsOnCPUs(t *testing.T, dir string, r netip.Prefix) int {
 }
 
 // TestHosts sends frames from and to many addresses of rules counted per
-// host, more hosts than their capacities, from both CPUs at once, with
-// a /24 counted per host inside a /16 counted per host, and IPv6: every
+// host, more hosts than their capacities, from both CPUs at once (each
+// CPU counts in its own per-CPU values: both do), with a /24 counted per
+// host inside a /16 counted per host, and IPv6: every
 // host that got a row is exact, each table holds exactly its capacity of
 // hosts, the other hosts hold exactly the rest, hosts plus other hosts
 // equal the total, a host is counted under the rule that matched it, and
@@ -182,7 +186,8 @@ func TestHosts(t *testing.T) {
 	twoCPUs(t)
 	p := testnet.NewPair(t)
 	dir := testnet.PinDir(t)
-	ok(t, p, dir, "load", "--dev", p.Dev[0])
+	// TC ingress: each CPU counts the frames it sent (see onCPUs).
+	ok(t, p, dir, "load", "--dev", p.Dev[0], "--mode", "tc")
 	t.Cleanup(func() { tm(t, p, dir, "unload", "--dev", p.Dev[0]) })
 	type ruleOf struct {
 		rule     string
