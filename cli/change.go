@@ -102,6 +102,9 @@ var fixes = []func(err error) (fix string, ok bool){
 		return "delete the rules with --by-interface whose rows keep unloaded attachments (see stats --by-interface)", errors.Is(err, maps.ErrRegistryFull)
 	},
 	func(err error) (string, bool) {
+		return "give it a smaller --hosts N, take the option from other rules (add them again without --hosts), or save, unload everything, load with a larger --host-capacity and restore", errors.Is(err, maps.ErrHostCapacity)
+	},
+	func(err error) (string, bool) {
 		var e *attach.NoInterfaceError
 		return "check the name with 'ip link'", errors.As(err, &e)
 	},

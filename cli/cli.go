@@ -69,6 +69,7 @@ type CLI struct {
 	List   ListCmd   `cmd:"" help:"List the rules, IPv4 then IPv6."`
 	Stats  StatsCmd  `cmd:"" help:"Show the packets and bytes counted per rule."`
 	Status StatusCmd `cmd:"" help:"Show the pin directory, the rules per family, every attachment and the kernel fallbacks in use."`
+	Hosts  HostsCmd  `cmd:"" help:"Empty the host table of a rule counted per host (--clear --ip-address X)."`
 
 	Save    SaveCmd    `cmd:"" help:"Save every rule and its counters to a file."`
 	Restore RestoreCmd `cmd:"" help:"Add the rules of a saved file, each starting from its saved counters."`
@@ -116,7 +117,7 @@ func Main(args []string, stdout, stderr io.Writer) (status int) {
 	parser, err := kong.New(&root,
 		kong.Name("traffic_meter"),
 		kong.Description("Count packets and bytes per IP address or CIDR with XDP and TC."),
-		kong.Vars{"default_pin": maps.DefaultPinDir, "default_max_rules": strconv.Itoa(maps.DefaultMaxRules), "default_cache_size": strconv.Itoa(maps.DefaultCacheSize), "default_interface_rows": strconv.Itoa(maps.DefaultInterfaceRows), "default_listen": exporter.DefaultListen},
+		kong.Vars{"default_pin": maps.DefaultPinDir, "default_max_rules": strconv.Itoa(maps.DefaultMaxRules), "default_cache_size": strconv.Itoa(maps.DefaultCacheSize), "default_host_capacity": strconv.Itoa(maps.DefaultHostCapacity), "default_interface_rows": strconv.Itoa(maps.DefaultInterfaceRows), "default_listen": exporter.DefaultListen, "default_top_hosts": strconv.Itoa(exporter.DefaultTopHosts)},
 		kernelVars(),
 		kong.Writers(out, stderr),
 		kong.Exit(func(code int) { panic(exit(code)) }),

@@ -15,6 +15,7 @@ import (
 type ExporterCmd struct {
 	Listen    string `name:"listen" default:"${default_listen}" placeholder:"ADDR" help:"Address to serve /metrics on (${default})."`
 	WebConfig string `name:"web.config.file" placeholder:"FILE" help:"Prometheus web configuration file turning on TLS and basic authentication (https://prometheus.io/docs/prometheus/latest/configuration/https/)."`
+	TopHosts  int    `name:"top-hosts" default:"${default_top_hosts}" placeholder:"K" help:"Hosts shown of each rule counted per host (add --hosts N), those with the most bytes, beside its other hosts (${default}): traffic_meter_host_packets_total and traffic_meter_host_bytes_total."`
 }
 
 // unprivileged: the exporter needs only to read the pins (see
@@ -24,6 +25,9 @@ func (e *ExporterCmd) unprivileged() {}
 // Run serves /metrics until SIGINT or SIGTERM, reading the maps at every
 // scrape; it starts, and keeps serving, whether or not anything is loaded.
 func (e *ExporterCmd) Run(c *Context) error {
+	if e.TopHosts < 0 {
+		return fmt.Errorf("--top-hosts %d is negative: give a number of hosts", e.TopHosts)
+	}
 	if err := exporter.CheckWebConfig(e.WebConfig); err != nil {
 		return fmt.Errorf("--web.config.file %s: %w: fix it (see https://prometheus.io/docs/prometheus/latest/configuration/https/)", e.WebConfig, err)
 	}
@@ -53,5 +57,6 @@ func (e *ExporterCmd) Run(c *Context) error {
 		return out, err
 	}
 	exp := exporter.New(c.Dir, interfaces, log)
+	exp.TopHosts = e.TopHosts
 	return exporter.Serve(c.Ctx, l, exporter.Handler(exp, log), e.WebConfig, log)
 }

@@ -92,7 +92,9 @@ func (StatsCmd) Help() string {
 
 --watch is a live view, redrawn in place every --interval until Ctrl-C: a header line with the time, the number of rules and the loaded interfaces, then per rule its total, in and out counters and its current rates, packets/s and bits/s (kbit/s, Mbit/s, Gbit/s), measured between the last two readings. Rows are sorted by rate, largest first; on a terminal only as many as fit are shown. On a pipe or file, one block is printed per interval, each ended by a blank line. Rules added or deleted meanwhile appear and go; a rule first seen has no rate yet (-), and a rule whose counters went backwards (deleted and added again) shows reset rather than a negative rate.
 
---sort and --top work with or without --watch: without it, --sort bytes and --sort packets order the plain (or --json) output by total, and --sort rate reads twice, --interval apart, and prints the --watch view once. --json has no rates, so it goes with neither --watch nor --sort rate.`
+--sort and --top work with or without --watch: without it, --sort bytes and --sort packets order the plain (or --json) output by total, and --sort rate reads twice, --interval apart, and prints the --watch view once. --json has no rates, so it goes with neither --watch nor --sort rate.
+
+--hosts --ip-address X shows the hosts of the rule X, added with --hosts N: one row per host, then other hosts, the rest of the rule's total, so that the rows add up to it exactly. --sort bytes|packets ranks the hosts (by address without), --top N shows the first N (the others are in other hosts), --json prints {"rule":X,"hosts_capacity":N,"packets":N,...,"hosts":[{"host":A,"packets":N,...}],"other":{...}}, and --watch or --sort rate shows their rates, other hosts ranked among them.`
 }
 
 // Help is what exporter --help says after its one-line help.
@@ -100,6 +102,7 @@ func (ExporterCmd) Help() string {
 	return `Serves the counters at /metrics until SIGINT or SIGTERM, reading the pinned maps at each scrape and never in between. It starts and keeps serving whether or not anything is loaded: while the maps are gone it reports no rules, and the new counters once they are back. A scrape streams, under the pin directory's shared lock, so the exporter's memory does not grow with the rules.
 
   - traffic_meter_packets_total, traffic_meter_bytes_total: counters of a rule (label rule) in one direction (label direction, in or out).
+  - traffic_meter_host_packets_total, traffic_meter_host_bytes_total: for each rule counted per host (add --hosts N), the counters of its --top-hosts hosts with the most bytes (label host) and of its other hosts (host="other", the rule's total less all its hosts), in one direction; a host below the top is in neither.
   - traffic_meter_rules: the rules of an address family (label family, ipv4 or ipv6).
   - traffic_meter_interface_info: 1 for each attachment (labels interface, direction, hook and mode).
   - traffic_meter_maps_loaded: 1 if the maps exist, 0 if nothing is loaded.

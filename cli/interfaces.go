@@ -182,7 +182,7 @@ func (b *byInterface) writeJSON(w io.Writer) error {
 // runByInterface is stats --by-interface.
 func (s *StatsCmd) runByInterface(c *Context) error {
 	if s.live() {
-		return s.show(c, s.readingByInterface)
+		return s.show(c, s.readingByInterface, watch.Names{})
 	}
 	if s.Sort != "" || s.Top > 0 {
 		return errors.New("--by-interface without --watch shows every rule in order, with its rows: give --sort and --top with --watch, or leave them out")

@@ -25,11 +25,12 @@ type Capacity struct {
 	Prealloc      bool   `name:"prealloc" help:"When this command creates the maps, preallocate the stats tables: a first import of many rules runs several times faster, for kernel memory reserved up front whether rules exist or not, about 90 + 32 x (possible CPUs) bytes per rule of --max-rules and family (291 MiB at the default capacity on 2 CPUs, 4.0 GiB on 64, 7.8 GiB on 128). Choose it when many rules are imported often and the memory is to spare; not for a large --max-rules on a machine of many CPUs. See docs/prealloc.md."`
 	CacheSize     uint32 `name:"cache-size" default:"${default_cache_size}" placeholder:"N" help:"Addresses whose rule lookup each address family's cache keeps per CPU, a power of two, when this command creates the maps: 48 bytes per address, CPU and both families (${default_cache_size}: 384 KiB per CPU, 48 MiB on 128 CPUs)."`
 	InterfaceRows uint32 `name:"interface-rows" default:"${default_interface_rows}" placeholder:"N" help:"Per-interface rows (a rule with --by-interface and an attachment that counted it) each address family's table holds, when this command creates the maps: a row takes memory only once made, about 72 (IPv4) or 80 (IPv6) + 32 x (possible CPUs) bytes; a frame that finds the table full counts in its rule's remainder, and status shows it."`
+	HostCapacity  uint32 `name:"host-capacity" default:"${default_host_capacity}" placeholder:"N" help:"Host entries that the rules counted per host (add --hosts N) may hold together, per address family, when this command creates the maps: the sum of their N. Reserved up front: 16 bytes per entry rounded up to a power of two (16 MiB per family at ${default_host_capacity}); a host entry takes about 90 + 32 x (possible CPUs) bytes when it is used."`
 }
 
 // capacity is what the flags ask the maps to be created with.
 func (cp Capacity) capacity() maps.Capacity {
-	return maps.Capacity{MaxRules: cp.MaxRules, Prealloc: cp.Prealloc, CacheSize: cp.CacheSize, InterfaceRows: cp.InterfaceRows}
+	return maps.Capacity{MaxRules: cp.MaxRules, Prealloc: cp.Prealloc, CacheSize: cp.CacheSize, InterfaceRows: cp.InterfaceRows, HostCapacity: cp.HostCapacity}
 }
 
 // openOrCreate opens the maps, creating them when missing (or taking
@@ -43,6 +44,9 @@ func (c *Context) openOrCreate(cp Capacity, spare *maps.Set) (*maps.Set, error) 
 	}
 	if err := maps.CheckCacheSize(cp.CacheSize); err != nil {
 		return nil, fmt.Errorf("--cache-size %w", err)
+	}
+	if cp.HostCapacity == 0 {
+		return nil, errors.New("--host-capacity 0 makes maps that hold no host: give at least 1")
 	}
 	return maps.OpenOrCreate(c.Dir, cp.capacity(), spare)
 }

@@ -29,8 +29,22 @@ func (s *SaveCmd) Run(c *Context) error {
 	var at time.Time
 	err := c.read(func(set *maps.Set) (err error) {
 		at = time.Now()
-		rules, rows, err = savedRules(set)
-		return err
+		// The rows first, the totals after: every saved row is in its
+		// saved total (savedRules reads the per-interface rows before
+		// the totals too).
+		hosts, err := set.SavedHosts()
+		if err != nil {
+			return err
+		}
+		if rules, rows, err = savedRules(set); err != nil {
+			return err
+		}
+		for i, r := range rules {
+			if r.Options.Hosts > 0 {
+				rules[i].Hosts = hosts[r.Rule]
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ type StatsCmd struct {
 	JSON      bool   `name:"json" help:"Print JSON with exact integers."`
 	// ByInterface shows the per-interface rows (cli/interfaces.go).
 	ByInterface bool `name:"by-interface" help:"Under each rule with the option by-interface, show a row per attachment (interface, network namespace, direction, hook) and the remainder, what the rule counted before it had the option: they add up to the rule's total."`
+	Hosts       bool `name:"hosts" help:"Show the hosts of the rule of --ip-address, one added with --hosts N: a row per host, then \"other hosts\", the rest of its total (hosts that found its table full, what it counted before the option, hosts cleared). --sort bytes|packets ranks them, --top N shows the first N (the others are in other hosts). --watch (or --sort rate) shows their rates, the top talkers, other hosts ranked among them."`
 	WatchFlags
 }
 
@@ -26,11 +27,15 @@ func (s *StatsCmd) Run(c *Context) error {
 	if err := s.check(s.JSON); err != nil {
 		return err
 	}
-	if s.ByInterface {
+	switch {
+	case s.ByInterface && s.Hosts:
+		return errors.New("--by-interface and --hosts show different breakdowns: give one of them")
+	case s.ByInterface:
 		return s.runByInterface(c)
-	}
-	if s.live() {
-		return s.show(c, rulesOnly(s.read))
+	case s.Hosts:
+		return s.showHosts(c)
+	case s.live():
+		return s.show(c, rulesOnly(s.read), watch.Names{})
 	}
 	var rows []maps.RuleStats
 	err := c.read(func(set *maps.Set) (err error) {

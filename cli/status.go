@@ -29,7 +29,9 @@ type status struct {
 	Cache       cacheStatus  `json:"address_cache"`
 	// InterfaceRows is the per-interface breakdown's tables (interfaces.go).
 	InterfaceRows interfaceRowsStatus `json:"interface_rows"`
-	Attachments   []attachmentStatus  `json:"attachments"`
+	// Hosts is the per-host breakdown's tables (hosts.go).
+	Hosts       hostsFamilies      `json:"hosts"`
+	Attachments []attachmentStatus `json:"attachments"`
 	// Stacked are the attachments that count a frame twice, each on a
 	// device stacked on the other's.
 	Stacked []stackedStatus `json:"stacked"`
@@ -128,6 +130,9 @@ func (s *StatusCmd) Run(c *Context) error {
 		if st.InterfaceRows, err = interfaceRowsOf(set); err != nil {
 			return err
 		}
+		if st.Hosts, err = readHostsStatus(set); err != nil {
+			return err
+		}
 		rules, err := set.Rules()
 		for _, r := range rules {
 			if r.Rule.Addr().Is4() {
@@ -200,6 +205,7 @@ func (st *status) write(c *Context) error {
 		fmt.Fprintf(c.Stdout, "stats tables: %s\n", st.StatsTables)
 		fmt.Fprintf(c.Stdout, "address cache: %s\n", st.Cache)
 		fmt.Fprintf(c.Stdout, "per-interface rows: %s\n", st.InterfaceRows)
+		st.Hosts.write(c.Stdout)
 	} else {
 		fmt.Fprintf(c.Stdout, "rules: none, no maps (nothing loaded)\n")
 	}

@@ -62,14 +62,14 @@ func (w *WatchFlags) rank(rows []maps.RuleStats) []maps.RuleStats {
 
 // show runs the --watch view: live until Ctrl-C, or once after one
 // interval. read reads the stats to show.
-func (w *WatchFlags) show(c *Context, read func(*maps.Set) (watch.Reading, error)) error {
+func (w *WatchFlags) show(c *Context, read func(*maps.Set) (watch.Reading, error), names watch.Names) error {
 	ctx := c.Ctx
 	order := watch.ByRate
 	if w.Sort != "" {
 		order = watch.Order(w.Sort)
 	}
 	out := flushWriter{c.Stdout}
-	cfg := watch.Config{Read: c.reader(read), Interval: w.Interval, Order: order, Top: w.Top}
+	cfg := watch.Config{Read: c.reader(read), Interval: w.Interval, Order: order, Top: w.Top, Names: names}
 	if !w.Watch {
 		return w.once(ctx, out, cfg)
 	}
@@ -106,7 +106,7 @@ func (w *WatchFlags) once(ctx context.Context, out io.Writer, cfg watch.Config) 
 	now := time.Now()
 	rows := m.NextReading(now, r)
 	watch.Sort(rows, cfg.Order)
-	return watch.Render(out, watch.Header{Time: now, Rules: len(rows), Interfaces: r.Interfaces}, watch.Top(rows, cfg.Top))
+	return watch.Render(out, watch.Header{Time: now, Rules: len(rows), Interfaces: r.Interfaces, Names: cfg.Names}, watch.Top(rows, cfg.Top))
 }
 
 // reader returns a function reading the maps (opened afresh each time,

@@ -86,13 +86,16 @@ func (s *Set) setRuleOptions(r Rule, old, new Options) error {
 // twice; a rule the trie holds keeps counting untouched, its options too and is returned in present, once, in the order
 // of Rules. When a rule is given more than once, its first item counts. It
 // returns how many rules were restored, all or nothing and cancellable as
-// AddRules.
+// AddRules. A restored rule with host rows (RuleStats.Hosts) gets them in
+// its new host table before the table and the rule are in place (see
+// restoringHosts).
 func (s *Set) RestoreRules(ctx context.Context, saved []RuleStats) (restored int, present []Rule, err error) {
 	for _, rs := range saved {
 		if err := rs.Options.Check(); err != nil {
 			return 0, nil, fmt.Errorf("%s: %w", rs.Rule, err)
 		}
 	}
+	defer s.restoringHosts(saved)()
 	restored, _, err = s.insert(ctx, len(saved), func(i int) RuleStats { return saved[i] },
 		func(r Rule, _ Options) { present = append(present, r) })
 	if err != nil {

@@ -48,6 +48,10 @@ type Capacity struct {
 	// InterfaceRows is how many per-interface rows each family's table
 	// holds (IfaceV4Name); 0 is DefaultInterfaceRows.
 	InterfaceRows uint32
+	// HostCapacity is how many host entries the host tables of each
+	// family's rules may hold together (see HostsV4Name); 0 is
+	// DefaultHostCapacity.
+	HostCapacity uint32
 }
 
 // Spec returns the specs of the maps of a set created with this capacity.
@@ -59,6 +63,9 @@ func (c Capacity) Spec() map[string]*ebpf.MapSpec {
 		}
 	}
 	for n, spec := range cacheSpecs(c.cacheSize()) {
+		specs[n] = spec
+	}
+	for n, spec := range hostsSpecs(c.hostCapacity()) {
 		specs[n] = spec
 	}
 	specs[FullName] = fullSpec()
@@ -169,7 +176,7 @@ var RuleNames = []string{RulesV4Name, StatsV4Name, RulesV6Name, StatsV6Name}
 // created and pinned: the layout's mark first (layoutMark), so that a
 // set missing it but not the others is a set of an older layout (see
 // open). They are unpinned in the reverse order.
-var Names = append([]string{FullName, AttachmentsName, IfaceV4Name, IfaceV6Name, GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
+var Names = append([]string{FullName, AttachmentsName, IfaceV4Name, IfaceV6Name, HostsV4Name, HostsV6Name, GenerationName, CacheV4Name, CacheV6Name}, RuleNames...)
 
 // checkLayout reports how a map differs from its spec in type, key size,
 // value size or flags. The capacity may differ, and so may the stats

@@ -123,7 +123,7 @@ func TestEitherKind(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := s.Capacity(); s.Created || got != (Capacity{MaxRules: 100, Prealloc: made, CacheSize: DefaultCacheSize, InterfaceRows: DefaultInterfaceRows}) {
+				if got := s.Capacity(); s.Created || got != (Capacity{MaxRules: 100, Prealloc: made, CacheSize: DefaultCacheSize, InterfaceRows: DefaultInterfaceRows, HostCapacity: DefaultHostCapacity}) {
 					t.Errorf("opened a set created with %v: created %v, capacity %+v", made, s.Created, got)
 				}
 				s.Close()
@@ -188,7 +188,7 @@ func TestMemory(t *testing.T) {
 	} {
 		// TestCacheMemory checks the caches' part.
 		got := tt.c.StatsMemory(tt.cpus)
-		if got != tt.want || tt.c.Memory(tt.cpus) != got+tt.c.CacheMemory(tt.cpus) {
+		if got != tt.want || tt.c.Memory(tt.cpus) != got+tt.c.CacheMemory(tt.cpus)+tt.c.HostsMemory() {
 			t.Errorf("%+v on %d CPUs: %d bytes, want %d", tt.c, tt.cpus, got, tt.want)
 		}
 		t.Logf("%+v on %d CPUs: %s", tt.c, tt.cpus, textfmt.Bytes(got))
@@ -421,7 +421,7 @@ func testFull(t *testing.T, s *Set) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(all); got != "[{10.0.0.1/32  {{0 0} {0 0}}} {10.0.0.2/32  {{0 0} {0 0}}}]" {
+	if got := fmt.Sprint(all); got != "[{10.0.0.1/32  {{0 0} {0 0}} []} {10.0.0.2/32  {{0 0} {0 0}} []}]" {
 		t.Fatalf("after failed adds: %s", got)
 	}
 }

@@ -4,9 +4,11 @@ import "math/bits"
 
 // Memory returns the bytes of kernel memory that a set of capacity c
 // reserves when it is created, on a machine with cpus possible CPUs
-// (ebpf.PossibleCPU): its stats tables' (StatsMemory) and its address
-// caches' (CacheMemory).
-func (c Capacity) Memory(cpus int) uint64 { return c.StatsMemory(cpus) + c.CacheMemory(cpus) }
+// (ebpf.PossibleCPU): its stats tables' (StatsMemory), its address
+// caches' (CacheMemory) and its outer maps of host tables' (HostsMemory).
+func (c Capacity) Memory(cpus int) uint64 {
+	return c.StatsMemory(cpus) + c.CacheMemory(cpus) + c.HostsMemory()
+}
 
 // StatsMemory returns the bytes of kernel memory that the two stats tables
 // of a set of capacity c reserve when they are created, on cpus possible

@@ -89,7 +89,7 @@ func (f family[K]) prepareOptions(k K, old, new Options) error {
 			return err
 		}
 	}
-	return nil
+	return f.hosts.prepare(k, old, new)
 }
 
 // cleanupOptions removes what a rule of key k no longer needs after its
@@ -102,5 +102,5 @@ func (f family[K]) cleanupOptions(k K, old, new Options) error {
 			return err
 		}
 	}
-	return nil
+	return f.hosts.cleanup(k, old, new)
 }

@@ -23,6 +23,9 @@ type RuleStats struct {
 	Rule    Rule
 	Options Options
 	Stats   Stats
+	// Hosts are the rule's host rows, for save and restore (see
+	// Set.SavedHosts); nil elsewhere.
+	Hosts []HostStats
 }
 
 // key is a rule key of either family.
@@ -31,20 +34,23 @@ type key interface {
 	Rule() Rule
 }
 
-// family is the pair of maps of one address family.
+// family is the pair of maps of one address family, with its rules'
+// host tables.
 type family[K key] struct {
 	rules, stats *ebpf.Map
 	keyOf        func(Rule) K
 	// iface and registry are the per-interface rows and the registry of
 	// attachments (interfaces.go).
 	iface, registry *ebpf.Map
+	// hosts are the per-host tables (hosts.go).
+	hosts hostTables[K]
 }
 
 func (s *Set) v4() family[Key4] {
-	return family[Key4]{s.RulesV4, s.StatsV4, Key4Of, s.IfaceV4, s.Registry}
+	return family[Key4]{s.RulesV4, s.StatsV4, Key4Of, s.IfaceV4, s.Registry, s.hosts4()}
 }
 func (s *Set) v6() family[Key6] {
-	return family[Key6]{s.RulesV6, s.StatsV6, Key6Of, s.IfaceV6, s.Registry}
+	return family[Key6]{s.RulesV6, s.StatsV6, Key6Of, s.IfaceV6, s.Registry, s.hosts6()}
 }
 
 // Add adds a rule with options o: first its zero stats entry, then what

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -27,6 +28,11 @@ type Set struct {
 	// CacheV4, CacheV6 and Gen are the address caches and the
 	// generation (see CacheV4Name).
 	CacheV4, CacheV6, Gen *ebpf.Map
+	// HostsV4 and HostsV6 hold the rules' host tables (see HostsV4Name).
+	HostsV4, HostsV6 *ebpf.Map
+	// hostCounts are the host entries the tables reserve (see counts).
+	hostsOnce  sync.Once
+	hostCounts *hostCounts
 	// FullMap counts the frames that found a breakdown table full
 	// (FullName).
 	FullMap *ebpf.Map
@@ -68,6 +74,10 @@ func (s *Set) field(name string) **ebpf.Map {
 		return &s.CacheV6
 	case GenerationName:
 		return &s.Gen
+	case HostsV4Name:
+		return &s.HostsV4
+	case HostsV6Name:
+		return &s.HostsV6
 	case FullName:
 		return &s.FullMap
 	case IfaceV4Name:
@@ -154,7 +164,7 @@ func Create(c Capacity) (*Set, error) {
 // taking them from spare) when c.MaxRules > 0.
 func open(dir string, c Capacity, opts *ebpf.LoadPinOptions, spare *Set) (*Set, error) {
 	s := &Set{Dir: dir}
-	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc, CacheSize: c.CacheSize, InterfaceRows: c.InterfaceRows}.Spec()
+	want := Capacity{MaxRules: max(c.MaxRules, 1), Prealloc: c.Prealloc, CacheSize: c.CacheSize, InterfaceRows: c.InterfaceRows, HostCapacity: c.HostCapacity}.Spec()
 	missing := 0
 	for _, n := range Names {
 		path := filepath.Join(dir, n)
@@ -239,7 +249,7 @@ func CheckLayout(dir string) error {
 // created alike).
 func (s *Set) Capacity() Capacity {
 	return Capacity{MaxRules: s.RulesV4.MaxEntries(), Prealloc: s.StatsV4.Flags()&unix.BPF_F_NO_PREALLOC == 0,
-		CacheSize: s.CacheV4.MaxEntries() * CacheWays, InterfaceRows: s.IfaceV4.MaxEntries()}
+		CacheSize: s.CacheV4.MaxEntries() * CacheWays, InterfaceRows: s.IfaceV4.MaxEntries(), HostCapacity: s.HostsV4.MaxEntries()}
 }
 
 // take returns the map of the given name and leaves the set without it;

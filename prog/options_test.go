@@ -36,6 +36,13 @@ func TestOptionsTotals(t *testing.T) {
 					p, set := setup(t, h, fam.outer, fam.inner)
 					outer, inner := netip.MustParsePrefix(fam.outer), netip.MustParsePrefix(fam.inner)
 					for _, r := range []netip.Prefix{outer, inner} {
+						if o.Hosts == maps.MaxHosts {
+							// More than a family's host capacity: the
+							// trie value alone, which is all the totals
+							// and the cache see (no host table, no rows).
+							putValue(t, set, r, o)
+							continue
+						}
 						if _, changed, err := set.Add(r, o); err != nil || changed != (o != maps.Options{}) {
 							t.Fatalf("set the options of %s: %v %v", r, changed, err)
 						}
@@ -70,5 +77,19 @@ func TestOptionsTotals(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// putValue writes rule r's trie value with options o, alone.
+func putValue(t *testing.T, set *maps.Set, r netip.Prefix, o maps.Options) {
+	t.Helper()
+	var err error
+	if r.Addr().Is4() {
+		err = set.RulesV4.Put(maps.Key4Of(r), o.Value(r.Bits()))
+	} else {
+		err = set.RulesV6.Put(maps.Key6Of(r), o.Value(r.Bits()))
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }

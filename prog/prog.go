@@ -1059,10 +1059,3 @@ func xorAll(size asm.Size, dst asm.Register) asm.Instruction {
 	}
 	return asm.Xor.Imm(dst, -1)
 }
-
-// countHost counts the frame in the row of the address at fp+host of the
-// rule at fp+key (maps.Options.Hosts), then jumps to done. Placeholder
-// until the per-host breakdown lands.
-func countHost(f family, label string, key, host, valueOff int16, done string) asm.Instructions {
-	return asm.Instructions{asm.Ja.Label(done).WithSymbol(label)}
-}

@@ -87,7 +87,8 @@ type crashCase struct {
 // both ways with TC on one clsact qdisc) and unload --all (with
 // attachments in two other network namespaces), at least 30 times each;
 // the import and the load that creates the maps also over preallocated
-// stats tables (--prealloc).
+// stats tables (--prealloc); and the per-host breakdown's add --hosts,
+// hosts --clear and restore with host rows (crashHostCases).
 // After each kill it checks that what is left is consistent and
 // repairable:
 //
@@ -190,6 +191,8 @@ func TestCrash(t *testing.T) {
 		}, args: func(e *crashEnv) []string { return []string{"load", "--dev", e.p.Dev[0], "--direction", "both"} },
 			verify: func(t *testing.T, _ map[string]ruleStats, whole bool) { checkBreakdown(t, e, whole) }},
 	}
+	// The per-host breakdown's, last.
+	cases = append(cases, crashHostCases(t, base, e)...)
 	rng := rand.New(rand.NewPCG(crashSeed, 0))
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

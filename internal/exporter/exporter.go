@@ -50,6 +50,9 @@ type Interface struct {
 // Exporter writes the metrics of the maps pinned in a directory, read at
 // every scrape, and the exporter's own Go and process metrics.
 type Exporter struct {
+	// TopHosts is how many hosts of each rule counted per host a scrape
+	// shows (see writeHosts); New sets DefaultTopHosts.
+	TopHosts   int
 	dir        string
 	interfaces func() ([]Interface, error)
 	log        *slog.Logger
@@ -62,7 +65,7 @@ type Exporter struct {
 func New(dir string, interfaces func() ([]Interface, error), log *slog.Logger) *Exporter {
 	self := prometheus.NewRegistry()
 	self.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Exporter{dir: dir, interfaces: interfaces, log: log, self: self}
+	return &Exporter{TopHosts: DefaultTopHosts, dir: dir, interfaces: interfaces, log: log, self: self}
 }
 
 // Metric names.
@@ -181,6 +184,9 @@ func (e *Exporter) writeRules(s *exposition, set *maps.Set, ifaces *[]Interface)
 		}
 	}
 	if err := writeInterfaceRows(s, set); err != nil {
+		return err
+	}
+	if err := e.writeHosts(s, set); err != nil {
 		return err
 	}
 	return ifaceErr

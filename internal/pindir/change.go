@@ -195,7 +195,11 @@ func mend(dir string) (orphans int, adopted []attach.Attachment, err error) {
 	if err != nil {
 		return orphans, adopted, err
 	}
-	return orphans + rows, adopted, PruneRegistry(set)
+	tables, err := set.RemoveHostOrphans()
+	if err != nil {
+		return orphans + rows, adopted, err
+	}
+	return orphans + rows + tables, adopted, PruneRegistry(set)
 }
 
 // PruneRegistry removes from the registry of attachments of set those

@@ -73,6 +73,13 @@
 //	steps below:
 //	 load the program with a new number,   a registry entry, no attachment:    repair: removes it if no row carries
 //	 record it in the registry             shown unloaded                      it (PruneRegistry)
+//	what --hosts N needs, and hosts --clear
+//	(maps.HostsV4Name):
+//	 make the rule's host table, unpinned  nothing: the table closes with      -
+//	 (restore: with its saved rows)        the process
+//	 put it into the outer map, in one     the rule's new table; the old       repair: deletes a table whose rule is
+//	 update that drops the rule's old one  one's rows in the remainder         gone or lacks the option
+//	                                                                           (maps.Set.RemoveHostOrphans)
 //	load, XDP or TCX bpf_link:
 //	 attach with a new link                nothing: a link not pinned closes   -
 //	                                       with the process, detaching

@@ -6,7 +6,8 @@
 //
 //	{"version":2,"saved_at":"2026-11-22T15:04:18Z","rules":[
 //	{"rule":"10.0.0.0/24","in":{"packets":2,"bytes":196},"out":{"packets":1,"bytes":98}},
-//	{"rule":"10.1.0.0/16","options":{"by_interface":true,"hosts":1000},"in":...,"out":...},
+//	{"rule":"10.1.0.0/16","options":{"by_interface":true,"hosts":1000},"in":...,"out":...,
+//	 "hosts":[{"host":"10.1.0.1","in":...,"out":...}, ...]},
 //	...
 //	]}
 //
@@ -87,6 +88,7 @@ func WriteRules(w io.Writer, head []byte, rules []maps.RuleStats, rows Rows, tot
 		b = appendCounter(b, r.Stats.In)
 		b = append(b, `,"out":`...)
 		b = appendCounter(b, r.Stats.Out)
+		b = appendHosts(b, r.Hosts)
 		b = append(b, '}')
 		if len(b) > 1<<16 {
 			if _, err := w.Write(b); err != nil {
@@ -269,9 +271,11 @@ func readItem(b []byte) (maps.RuleStats, []Interface, error) {
 	if b[0] != '{' {
 		return maps.RuleStats{}, nil, badItem(`%s, not an object: write each rule as {"rule":"10.0.0.0/24","in":{"packets":N,"bytes":N},"out":{"packets":N,"bytes":N}}`, describe(b))
 	}
-	var ruleRaw, options, in, out, interfaces []byte
+	var ruleRaw, options, in, out, interfaces, hosts []byte
 	members(b, func(name, value []byte) {
 		switch string(name) {
+		case "hosts":
+			hosts = value
 		case "rule":
 			ruleRaw = value
 		case "options":
@@ -303,6 +307,9 @@ func readItem(b []byte) (maps.RuleStats, []Interface, error) {
 		return maps.RuleStats{}, nil, err
 	}
 	if rs.Stats.Out, err = readCounter(r, "out", out); err != nil {
+		return maps.RuleStats{}, nil, err
+	}
+	if rs.Hosts, err = readHosts(rs, hosts); err != nil {
 		return maps.RuleStats{}, nil, err
 	}
 	ir, err := readInterfaces(r, rs.Stats, interfaces)

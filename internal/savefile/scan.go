@@ -26,6 +26,20 @@ func members(b []byte, fn func(name, value []byte)) {
 	}
 }
 
+// elements calls fn with the raw value of each element of the JSON array
+// b, in order.
+func elements(b []byte, fn func(value []byte)) {
+	i := skipSpace(b, 1)
+	for b[i] != ']' {
+		end := valueEnd(b, i)
+		fn(b[i:end])
+		i = skipSpace(b, end)
+		if b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+}
+
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++

@@ -19,6 +19,18 @@ type Header struct {
 	Rules int
 	// Interfaces are the loaded interfaces, each as "name (mode)".
 	Interfaces []string
+	// Names say what the rows are: rules unless set.
+	Names Names
+}
+
+// Names say what the rows of a view are, when they are not rules: Noun
+// counts them in the header line ("rules" when empty) and Label names
+// each in its first cell (the rule when nil). stats --hosts --watch
+// shows a rule's hosts, each as the rule of its one address, and its
+// other hosts.
+type Names struct {
+	Noun  string
+	Label func(maps.Rule) string
 }
 
 // Render writes one block: the header line, a column heading and rows.
@@ -31,10 +43,19 @@ func Render(w io.Writer, h Header, rows []Row) error {
 	if len(rows) < h.Rules {
 		shown = fmt.Sprintf(", showing %d", len(rows))
 	}
-	fmt.Fprintf(w, "%s  rules: %d%s  interfaces: %s\n", h.Time.Format(time.DateTime), h.Rules, shown, ifaces)
-	t := textfmt.NewTable(append(Columns[:len(Columns):len(Columns)], "PACKETS/S", "BITS/S")...)
+	noun, columns := "rules", append(Columns[:len(Columns):len(Columns)], "PACKETS/S", "BITS/S")
+	if h.Names.Noun != "" {
+		noun = h.Names.Noun
+		columns[0] = strings.ToUpper(strings.TrimSuffix(noun, "s"))
+	}
+	fmt.Fprintf(w, "%s  %s: %d%s  interfaces: %s\n", h.Time.Format(time.DateTime), noun, h.Rules, shown, ifaces)
+	t := textfmt.NewTable(columns...)
 	for _, r := range rows {
-		t.Add(rateCells(r)...)
+		cells := rateCells(r)
+		if h.Names.Label != nil {
+			cells[0] = h.Names.Label(r.Rule)
+		}
+		t.Add(cells...)
 		for _, p := range r.Parts {
 			cells := rateCells(p)
 			cells[0] = "  " + p.Label

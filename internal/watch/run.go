@@ -32,6 +32,8 @@ type Config struct {
 	// Height, when set on a terminal, gives the terminal's height in
 	// lines, so that a block never scrolls off the screen.
 	Height func() int
+	// Names say what the rows are, when they are not rules.
+	Names Names
 }
 
 // ANSI sequences for the terminal view.
@@ -69,7 +71,7 @@ func Run(ctx context.Context, w io.Writer, c Config) error {
 			}
 		}
 		var b bytes.Buffer
-		Render(&b, Header{Time: now, Rules: len(rows), Interfaces: r.Interfaces}, Top(rows, top))
+		Render(&b, Header{Time: now, Rules: len(rows), Interfaces: r.Interfaces, Names: c.Names}, Top(rows, top))
 		if err := draw(w, b.Bytes(), c.Terminal); err != nil {
 			return err
 		}

@@ -164,6 +164,33 @@ RULE           PACKETS    BYTES  IN PACKETS  IN BYTES  OUT PACKETS  OUT BYTES  P
 	}
 }
 
+// TestRenderNames renders rows that are not rules: a rule's hosts and
+// its other hosts, named by Names.
+func TestRenderNames(t *testing.T) {
+	names := Names{Noun: "hosts", Label: func(r maps.Rule) string {
+		if !r.IsValid() {
+			return "other hosts"
+		}
+		return r.Addr().String()
+	}}
+	rows := []Row{
+		{Rule: netip.MustParsePrefix("10.0.0.1/32"), Stats: rs(ruleA, 1, 60, 0, 0).Stats, State: Measured, PacketRate: 1, BitRate: 480},
+		{Stats: rs(ruleA, 2, 120, 0, 0).Stats, State: New},
+	}
+	var b bytes.Buffer
+	if err := Render(&b, Header{Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Rules: 2, Names: names}, rows); err != nil {
+		t.Fatal(err)
+	}
+	want := `2025-01-02 03:04:05  hosts: 2  interfaces: none
+HOST         PACKETS  BYTES  IN PACKETS  IN BYTES  OUT PACKETS  OUT BYTES  PACKETS/S     BITS/S
+10.0.0.1           1   60 B           1      60 B            0        0 B    1 pkt/s  480 bit/s
+other hosts        2  120 B           2     120 B            0        0 B          -          -
+`
+	if got := b.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
 func TestRun(t *testing.T) {
 	tests := []struct {
 		name     string
