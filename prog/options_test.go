@@ -10,13 +10,14 @@ import (
 )
 
 // optionSets are the options a rule can have, none included.
-var optionSets = []maps.Options{{}, {ByInterface: true}, {Hosts: 3}, {ByInterface: true, Hosts: maps.MaxHosts}}
+var optionSets = []maps.Options{{}, {ByInterface: true}, {Hosts: 3}, {ByInterface: true, Hosts: 3}, {ByInterface: true, Hosts: maps.MaxHosts}}
 
 // TestOptionsTotals checks, for each hook, family and set of options,
 // that a rule's options change nothing of its total: frames whose source,
 // destination or both match rules with options count exactly as they do
 // without, nested rules included, and the address cache holds the whole
-// trie value (prefix length and options) of the rule it found.
+// trie value (prefix length and options) of the rule it found. A rule
+// with both options has both breakdowns, each holding its whole total.
 func TestOptionsTotals(t *testing.T) {
 	families := []struct {
 		name         string
@@ -64,6 +65,24 @@ func TestOptionsTotals(t *testing.T) {
 					want := map[string]maps.Stats{inner.String(): twice(out(n).Add(out(n))), outer.String(): twice(in(n).Add(in(n)))}
 					if got := counts(t, set); fmt.Sprint(got) != fmt.Sprint(want) {
 						t.Fatalf("counts %v, want %v", got, want)
+					}
+					// The breakdowns of a rule with both options: its one
+					// attachment's row (number 0) and its one host's
+					// hold its whole total.
+					wantRows := map[string]maps.Stats{}
+					if o.ByInterface {
+						wantRows = map[string]maps.Stats{inner.String() + "#0": want[inner.String()], outer.String() + "#0": want[outer.String()]}
+					}
+					if got := rowsOf(t, set); fmt.Sprint(got) != fmt.Sprint(wantRows) {
+						t.Errorf("rows %v, want %v", got, wantRows)
+					}
+					if o.Hosts > 0 && o.Hosts < maps.MaxHosts {
+						for host, r := range map[netip.Addr]netip.Prefix{fam.a: inner, fam.b: outer} {
+							rows, other := hostRows(t, set, r.String())
+							if len(rows) != 1 || rows[host] != want[r.String()] || other != (maps.Stats{}) {
+								t.Errorf("hosts of %s: %v and other hosts %v, want %s alone with %v", r, rows, other, host, want[r.String()])
+							}
+						}
 					}
 					for addr, r := range map[netip.Addr]netip.Prefix{fam.a: inner, fam.b: outer} {
 						c := cacheOf(t, set, addr)
