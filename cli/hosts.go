@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/traffic-meter/traffic_meter/internal/pindir"
 	"github.com/traffic-meter/traffic_meter/internal/rule"
 	"github.com/traffic-meter/traffic_meter/internal/textfmt"
 	"github.com/traffic-meter/traffic_meter/internal/watch"
@@ -31,12 +30,7 @@ func (h *HostsCmd) Run(c *Context) error {
 	if err != nil {
 		return err
 	}
-	return c.change(false, func(*pindir.Dir) error {
-		set, err := maps.Open(c.Dir)
-		if err != nil {
-			return err
-		}
-		defer set.Close()
+	return c.changeMaps(func(set *maps.Set) error {
 		if err := set.HostsClear(r); err != nil {
 			return hostsError(err, r)
 		}

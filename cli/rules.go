@@ -65,12 +65,7 @@ func (d *DelCmd) Run(c *Context) error {
 	if err != nil {
 		return err
 	}
-	return c.change(false, func(*pindir.Dir) error {
-		set, err := maps.Open(c.Dir)
-		if err != nil {
-			return err
-		}
-		defer set.Close()
+	return c.changeMaps(func(set *maps.Set) error {
 		if err := set.Delete(r); errors.Is(err, maps.ErrUnknownRule) {
 			return fmt.Errorf("%w: see the rules with 'traffic_meter list'", err)
 		} else if err != nil {
@@ -78,6 +73,19 @@ func (d *DelCmd) Run(c *Context) error {
 		}
 		fmt.Fprintf(c.Stdout, "deleted %s\n", r)
 		return nil
+	})
+}
+
+// changeMaps runs change over the pinned maps, which must exist, in a
+// change of the pin directory (Context.change).
+func (c *Context) changeMaps(change func(*maps.Set) error) error {
+	return c.change(false, func(*pindir.Dir) error {
+		set, err := maps.Open(c.Dir)
+		if err != nil {
+			return err
+		}
+		defer set.Close()
+		return change(set)
 	})
 }
 

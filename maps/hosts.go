@@ -92,8 +92,7 @@ func hostsSpecs(capacity uint32) map[string]*ebpf.MapSpec {
 // template since Linux 5.10 (bpf_map_meta_equal compares type, key and
 // value sizes and flags only).
 func hostTableSpec(addrSize, n uint32) *ebpf.MapSpec {
-	return &ebpf.MapSpec{Name: "hosts", Type: ebpf.PerCPUHash, KeySize: addrSize, ValueSize: statsSize,
-		MaxEntries: n, Flags: unix.BPF_F_NO_PREALLOC}
+	return statsSpec("hosts", addrSize, n)
 }
 
 // hostTables is a family's outer map of host tables, with the count of

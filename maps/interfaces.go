@@ -118,13 +118,9 @@ func (e registryEntry) record(n uint32) AttachmentRecord {
 // interfaceSpecs returns the specs of the rows tables, of rows entries
 // each, and of the registry.
 func interfaceSpecs(rows uint32) map[string]*ebpf.MapSpec {
-	table := func(name string, keySize uint32) *ebpf.MapSpec {
-		return &ebpf.MapSpec{Name: name, Type: ebpf.PerCPUHash, KeySize: keySize,
-			ValueSize: statsSize, MaxEntries: rows, Flags: unix.BPF_F_NO_PREALLOC}
-	}
 	return map[string]*ebpf.MapSpec{
-		IfaceV4Name: table(IfaceV4Name, RowKey4Size),
-		IfaceV6Name: table(IfaceV6Name, RowKey6Size),
+		IfaceV4Name: statsSpec(IfaceV4Name, RowKey4Size, rows),
+		IfaceV6Name: statsSpec(IfaceV6Name, RowKey6Size, rows),
 		AttachmentsName: {Name: AttachmentsName, Type: ebpf.Hash, KeySize: registryKeySize,
 			ValueSize: registrySize, MaxEntries: MaxAttachments, Flags: unix.BPF_F_NO_PREALLOC},
 	}

@@ -155,16 +155,20 @@ func Spec(maxRules uint32) map[string]*ebpf.MapSpec {
 		return &ebpf.MapSpec{Name: name, Type: ebpf.LPMTrie, KeySize: keySize,
 			ValueSize: ruleSize, MaxEntries: maxRules, Flags: unix.BPF_F_NO_PREALLOC}
 	}
-	stats := func(name string, keySize uint32) *ebpf.MapSpec {
-		return &ebpf.MapSpec{Name: name, Type: ebpf.PerCPUHash, KeySize: keySize,
-			ValueSize: statsSize, MaxEntries: maxRules, Flags: unix.BPF_F_NO_PREALLOC}
-	}
 	return map[string]*ebpf.MapSpec{
 		RulesV4Name: rules(RulesV4Name, key4Size),
 		RulesV6Name: rules(RulesV6Name, key6Size),
-		StatsV4Name: stats(StatsV4Name, key4Size),
-		StatsV6Name: stats(StatsV6Name, key6Size),
+		StatsV4Name: statsSpec(StatsV4Name, key4Size, maxRules),
+		StatsV6Name: statsSpec(StatsV6Name, key6Size, maxRules),
 	}
+}
+
+// statsSpec is the spec of a table of stats values: a per-CPU hash of
+// entries entries, keys of keySize bytes, not preallocated (a rule's
+// stats, a per-interface row, a host's row).
+func statsSpec(name string, keySize, entries uint32) *ebpf.MapSpec {
+	return &ebpf.MapSpec{Name: name, Type: ebpf.PerCPUHash, KeySize: keySize,
+		ValueSize: statsSize, MaxEntries: entries, Flags: unix.BPF_F_NO_PREALLOC}
 }
 
 // RuleNames lists the names of the maps of the rules in a fixed order: IPv4

@@ -69,15 +69,9 @@ func countHost(f family, label string, key, host, valueOff int16, done string) a
 	insns = append(insns,
 		// if (row) goto add;
 		asm.JNE.Imm(asm.R0, 0, add),
-		// new = {0};
-		storeZero(newStats, asm.DWord).WithSymbol(newRow),
-		storeZero(newStats+8, asm.DWord),
-		storeZero(newStats+16, asm.DWord),
-		storeZero(newStats+24, asm.DWord),
-		// new[valueOff] = {packets, len};
-		asm.StoreMem(asm.RFP, newStats+valueOff, rPackets, asm.DWord),
-		asm.StoreMem(asm.RFP, newStats+valueOff+8, rLen, asm.DWord),
 	)
+	// new = {0}; new[valueOff] = {packets, len};
+	insns = append(insns, newValue(newRow, valueOff)...)
 	insns = append(insns, table("")...)
 	insns = append(insns,
 		// err = bpf_map_update_elem(table, &host, &new, BPF_NOEXIST);
@@ -97,26 +91,10 @@ func countHost(f family, label string, key, host, valueOff int16, done string) a
 	insns = append(insns,
 		// if (!row) goto done;
 		asm.JEq.Imm(asm.R0, 0, done),
-		// Per-CPU row: plain read-modify-write.
-		// row->packets += packets;
-		asm.LoadMem(asm.R1, asm.R0, valueOff, asm.DWord).WithSymbol(add),
-		asm.Add.Reg(asm.R1, rPackets),
-		asm.StoreMem(asm.R0, valueOff, asm.R1, asm.DWord),
-		// row->bytes += len;
-		asm.LoadMem(asm.R1, asm.R0, valueOff+8, asm.DWord),
-		asm.Add.Reg(asm.R1, rLen),
-		asm.StoreMem(asm.R0, valueOff+8, asm.R1, asm.DWord),
-		asm.Ja.Label(done),
-		// idx = FullHostsVx; (the new row's scratch is free again)
-		asm.StoreImm(asm.RFP, newStats, int64(full), asm.Word).WithSymbol(fullLabel),
 	)
-	insns = append(insns, lookup("", maps.FullName, newStats)...)
-	return append(insns,
-		// if (c) *c += packets;
-		asm.JEq.Imm(asm.R0, 0, done),
-		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-		asm.Add.Reg(asm.R1, rPackets),
-		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-		asm.Ja.Label(done),
-	)
+	// row->packets += packets; row->bytes += len; goto done;
+	insns = append(insns, addCounts(add, valueOff)...)
+	insns = append(insns, asm.Ja.Label(done))
+	// (the new row's scratch is free again for the index)
+	return append(insns, countFull(fullLabel, full, newStats, done)...)
 }

@@ -76,26 +76,13 @@ func countInterface(h Hook, f family, label string, key, valueOff int16, next st
 	insns = append(insns,
 		// if (!r) goto new;
 		asm.JEq.Imm(asm.R0, 0, create),
-		// r->packets += packets; r->bytes += len; goto next;
-		asm.LoadMem(asm.R1, asm.R0, valueOff, asm.DWord).WithSymbol(add),
-		asm.Add.Reg(asm.R1, rPackets),
-		asm.StoreMem(asm.R0, valueOff, asm.R1, asm.DWord),
-		asm.LoadMem(asm.R1, asm.R0, valueOff+8, asm.DWord),
-		asm.Add.Reg(asm.R1, rLen),
-		asm.StoreMem(asm.R0, valueOff+8, asm.R1, asm.DWord),
-		asm.Ja.Label(next),
 	)
+	// r->packets += packets; r->bytes += len; goto next;
+	insns = append(insns, addCounts(add, valueOff)...)
+	insns = append(insns, asm.Ja.Label(next))
 	// new: v = {0}; v.packets = packets; v.bytes = len; (at valueOff)
-	for off := int16(0); off < int16(maps.OutBytesOff+8); off += 8 {
-		ins := storeZero(newStats+off, asm.DWord)
-		if off == 0 {
-			ins = ins.WithSymbol(create)
-		}
-		insns = append(insns, ins)
-	}
+	insns = append(insns, newValue(create, valueOff)...)
 	insns = append(insns,
-		asm.StoreMem(asm.RFP, newStats+valueOff, rPackets, asm.DWord),
-		asm.StoreMem(asm.RFP, newStats+valueOff+8, rLen, asm.DWord),
 		// err = bpf_map_update_elem(&iface, &row, &v, BPF_NOEXIST);
 		asm.LoadMapPtr(asm.R1, 0).WithReference(table),
 		asm.Mov.Reg(asm.R2, asm.RFP),
@@ -114,30 +101,6 @@ func countInterface(h Hook, f family, label string, key, valueOff int16, next st
 		// if (r) goto add; goto next;
 		asm.JNE.Imm(asm.R0, 0, add),
 		asm.Ja.Label(next),
-		// full: c = bpf_map_lookup_elem(&breakdown_full, &FULL);
-		asm.StoreImm(asm.RFP, fullIndex, int64(full), asm.Word).WithSymbol(noRoom),
 	)
-	insns = append(insns, lookup("", maps.FullName, fullIndex)...)
-	return append(insns,
-		// if (c) *c += packets; goto next;
-		asm.JEq.Imm(asm.R0, 0, next),
-		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-		asm.Add.Reg(asm.R1, rPackets),
-		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-		asm.Ja.Label(next),
-	)
-}
-
-// copyKeyAddr copies a family's address from fp+from to fp+to, a word of
-// the family at a time (both aligned to it).
-func copyKeyAddr(f family, from, to int16) asm.Instructions {
-	var insns asm.Instructions
-	for w := range int16(f.words) {
-		off := w * int16(f.size.Sizeof())
-		insns = append(insns,
-			asm.LoadMem(asm.R1, asm.RFP, from+off, f.size),
-			asm.StoreMem(asm.RFP, to+off, asm.R1, f.size),
-		)
-	}
-	return insns
+	return append(insns, countFull(noRoom, full, fullIndex, next)...)
 }

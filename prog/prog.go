@@ -733,14 +733,8 @@ func keep(f family, label string, key int16) asm.Instructions {
 		// value = v;
 		asm.StoreMem(asm.RFP, ruleValue, asm.R1, asm.Word).WithSymbol(label + sMask),
 	}
-	for w := range int16(f.words) {
-		off := w * int16(f.size.Sizeof())
-		insns = append(insns,
-			// host[w] = key.addr[w];
-			asm.LoadMem(asm.R2, asm.RFP, key+4+off, f.size),
-			asm.StoreMem(asm.RFP, hostAddr+off, asm.R2, f.size),
-		)
-	}
+	// host = key.addr;
+	insns = append(insns, copyKeyAddr(f, key+4, hostAddr)...)
 	return append(insns,
 		// p = v & PrefixMask;
 		asm.And.Imm(asm.R1, maps.PrefixMask),
@@ -917,17 +911,64 @@ func addFrame(h Hook, f family, label string, key, valueOff int16, done string) 
 	insns := append(lookup(label, f.stats, key),
 		// if (!counters) goto done;
 		asm.JEq.Imm(asm.R0, 0, done),
-		// Per-CPU entry: plain read-modify-write, no atomics needed.
+	)
+	insns = append(insns, addCounts("", valueOff)...)
+	return append(insns, breakdowns(h, f, label, key, valueOff, done)...)
+}
+
+// addCounts adds the frame, R8 packets of R7 bytes, to the counters at
+// valueOff of the per-CPU stats value R0 points to, its first instruction
+// labelled label (none if empty). Per-CPU: a plain read-modify-write, no
+// atomics needed.
+func addCounts(label string, valueOff int16) asm.Instructions {
+	first := asm.LoadMem(asm.R1, asm.R0, valueOff, asm.DWord)
+	if label != "" {
+		first = first.WithSymbol(label)
+	}
+	return asm.Instructions{
 		// counters->packets += packets;
-		asm.LoadMem(asm.R1, asm.R0, valueOff, asm.DWord),
+		first,
 		asm.Add.Reg(asm.R1, rPackets),
 		asm.StoreMem(asm.R0, valueOff, asm.R1, asm.DWord),
 		// counters->bytes += len;
 		asm.LoadMem(asm.R1, asm.R0, valueOff+8, asm.DWord),
 		asm.Add.Reg(asm.R1, rLen),
 		asm.StoreMem(asm.R0, valueOff+8, asm.R1, asm.DWord),
+	}
+}
+
+// newValue writes at fp+newStats the stats value of a new breakdown
+// row: zero but for the frame, R8 packets of R7 bytes, at valueOff. Its
+// first instruction is labelled label.
+func newValue(label string, valueOff int16) asm.Instructions {
+	var insns asm.Instructions
+	for off := int16(0); off < int16(maps.OutBytesOff+8); off += 8 {
+		insns = append(insns, storeZero(newStats+off, asm.DWord))
+	}
+	insns[0] = insns[0].WithSymbol(label)
+	return append(insns,
+		asm.StoreMem(asm.RFP, newStats+valueOff, rPackets, asm.DWord),
+		asm.StoreMem(asm.RFP, newStats+valueOff+8, rLen, asm.DWord),
 	)
-	return append(insns, breakdowns(h, f, label, key, valueOff, done)...)
+}
+
+// countFull counts a frame that found a breakdown's table full: it adds
+// its packets to the breakdown_full counter at index (maps.FullHostsV4
+// ...), the index written at fp+scratch, then jumps to done. Its first
+// instruction is labelled label. In C:
+//
+//	idx = index; c = bpf_map_lookup_elem(&breakdown_full, &idx);
+//	if (c) *c += packets; goto done;
+func countFull(label string, index int32, scratch int16, done string) asm.Instructions {
+	insns := asm.Instructions{asm.StoreImm(asm.RFP, scratch, int64(index), asm.Word).WithSymbol(label)}
+	insns = append(insns, lookup("", maps.FullName, scratch)...)
+	return append(insns,
+		asm.JEq.Imm(asm.R0, 0, done),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Reg(asm.R1, rPackets),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		asm.Ja.Label(done),
+	)
 }
 
 // breakdowns counts the frame, already in the total of the rule whose
@@ -1058,4 +1099,18 @@ func xorAll(size asm.Size, dst asm.Register) asm.Instruction {
 		return asm.Xor.Imm32(dst, -1)
 	}
 	return asm.Xor.Imm(dst, -1)
+}
+
+// copyKeyAddr copies a family's address from fp+from to fp+to, a word of
+// the family at a time (both aligned to it), through R2.
+func copyKeyAddr(f family, from, to int16) asm.Instructions {
+	var insns asm.Instructions
+	for w := range int16(f.words) {
+		off := w * int16(f.size.Sizeof())
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.RFP, from+off, f.size),
+			asm.StoreMem(asm.RFP, to+off, asm.R2, f.size),
+		)
+	}
+	return insns
 }
