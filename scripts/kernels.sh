@@ -26,7 +26,7 @@
 #   KERNELS         releases to boot (default "bullseye bookworm trixie")
 #   KERNELS_JOBS    guests booted at a time (default: the number of CPUs)
 #   KERNELS_HOST    set to 0 to skip the host row
-#   GUEST_TIMEOUT   seconds a guest may run before it is stopped (default 1500)
+#   GUEST_TIMEOUT   seconds a guest may run before it is stopped (default 2100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -40,7 +40,7 @@ export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
 cache=${KERNELS_CACHE:-/var/cache/traffic_meter-kernels}
 releases=${KERNELS:-bullseye bookworm trixie}
 jobs=${KERNELS_JOBS:-$(nproc)}
-guest_timeout=${GUEST_TIMEOUT:-1500}
+guest_timeout=${GUEST_TIMEOUT:-2100}
 
 # The end-to-end tests the kernels run: all but those that test nothing
 # of the kernel's, need a tool the initramfs does not hold, or would take
@@ -67,9 +67,13 @@ guest_timeout=${GUEST_TIMEOUT:-1500}
 # everywhere, clsact on 5.10 and 6.1, TCX on 6.12: the guests hold the
 # bridge module and ethtool for TestBridgeIngress and TestTCIngressGRO
 # (GRO on a veth), and TestForeignXDP needs neither.
+# TestReaderChurn (a writer making and removing the whole set while
+# readers loop: the lock's work, 274 s on the 5.10 guest) is left out
+# too; the fallbacks it passes through (key-by-key reads before 5.13) are
+# those of TestImport, TestCount and the save tests, which run.
 # scripts/test.sh runs them all on the host, and the host row here runs
 # the same selection as the guests, from the same binaries.
-guest_skip='^(TestPrometheus|TestPromtoolCheck|TestExporterMemory|TestWatchPipe|TestWatchTerminal|TestCrash|TestSignalRollback|TestAlertRules|TestCompletion|TestManPage|TestSystemdUnit|TestUnprivilegedExporter|TestSecureExporter|TestUnits|TestBootScript|TestWire|TestForeignFilter|TestClsactOurs|TestKilledClsactLoad|TestUnloadAllEgress|TestEgressVLAN)$'
+guest_skip='^(TestReaderChurn|TestPrometheus|TestPromtoolCheck|TestExporterMemory|TestWatchPipe|TestWatchTerminal|TestCrash|TestSignalRollback|TestAlertRules|TestCompletion|TestManPage|TestSystemdUnit|TestUnprivilegedExporter|TestSecureExporter|TestUnits|TestBootScript|TestWire|TestForeignFilter|TestClsactOurs|TestKilledClsactLoad|TestUnloadAllEgress|TestEgressVLAN)$'
 
 work=$(mktemp -d /tmp/traffic_meter-kernels.XXXXXX)
 cleanup() {
