@@ -171,6 +171,12 @@ func (h hostTables[K]) lock() error {
 // rule's remainder). It first checks the bound: the family's tables, the
 // rule's old one left out, plus n within the outer map's capacity.
 func (h hostTables[K]) swap(k K, n uint32) error {
+	return h.withTable(k, func(had uint64) error { return h.swapLocked(k, n, had) })
+}
+
+// withTable runs change with the family's count of reserved host entries
+// locked and had the capacity of rule k's table (0 for none).
+func (h hostTables[K]) withTable(k K, change func(had uint64) error) error {
 	if err := h.lock(); err != nil {
 		return err
 	}
@@ -179,6 +185,11 @@ func (h hostTables[K]) swap(k K, n uint32) error {
 	if err != nil {
 		return err
 	}
+	return change(had)
+}
+
+// swapLocked is swap under withTable.
+func (h hostTables[K]) swapLocked(k K, n uint32, had uint64) error {
 	used := h.reserved.n - had
 	if capacity := uint64(h.outer.MaxEntries()); used+uint64(n) > capacity {
 		return &HostCapacityError{Rule: k.Rule(), Want: uint64(n), Used: used, Capacity: capacity}
@@ -201,19 +212,13 @@ func (h hostTables[K]) swap(k K, n uint32) error {
 
 // remove deletes rule k's host table, if it has one.
 func (h hostTables[K]) remove(k K) error {
-	if err := h.lock(); err != nil {
-		return err
-	}
-	defer h.reserved.mu.Unlock()
-	had, err := h.capacityOf(k)
-	if err != nil {
-		return err
-	}
-	if err := h.outer.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete the hosts of %s: %w", k.Rule(), err)
-	}
-	h.reserved.n -= had
-	return nil
+	return h.withTable(k, func(had uint64) error {
+		if err := h.outer.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete the hosts of %s: %w", k.Rule(), err)
+		}
+		h.reserved.n -= had
+		return nil
+	})
 }
 
 // prepare is the hosts' step of prepareOptions: a rule whose host
